@@ -1,0 +1,141 @@
+"""One running agent: connect, serve, reconnect; forward streams to the local server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from relay_client.connection import AgentConnection, open_connection
+from relay_client.errors import AgentError, FatalError, RetryableError
+from relay_client.forwarder import Forwarder, make_local_session
+from relay_client.reconnect import Backoff
+from relay_client.resolver import LoopbackResolver
+from relay_client.target import LocalTarget
+
+log = logging.getLogger("relay_client")
+
+
+@dataclass(slots=True)
+class AgentConfig:
+    """What the agent was told to do."""
+
+    target: LocalTarget
+    servers: list[str]
+    token: str | None = None
+    subdomain: str | None = None
+    cacert: str | None = None
+
+
+@dataclass(slots=True)
+class TunnelState:
+    """What the agent knows about its tunnel right now."""
+
+    public_url: str | None = None
+    name: str | None = None
+    connected: bool = False
+    reconnects: int = 0
+    connected_since: float | None = None
+
+
+@dataclass
+class Agent:
+    """Keeps one tunnel up until stopped or a fatal error."""
+
+    config: AgentConfig
+    #: Called with the public URL each time the tunnel is (re)established.
+    on_ready: Callable[[str], None] | None = None
+    state: TunnelState = field(default_factory=TunnelState)
+
+    def __post_init__(self) -> None:
+        self._agent_key = secrets.token_hex(16)
+        self._stopping = asyncio.Event()
+        self._connection: AgentConnection | None = None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.config.cacert:
+            return None
+        try:
+            return ssl.create_default_context(cafile=self.config.cacert)
+        except (OSError, ssl.SSLError) as exc:
+            raise FatalError(f"--cacert {self.config.cacert}: {exc}") from None
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; raise FatalError (or RetryableError before the first connect)."""
+        ssl_context = self._ssl_context()
+        async with make_local_session(LoopbackResolver()) as http:
+            forwarder = Forwarder(self.config.target, http)
+            try:
+                await self._loop(forwarder, ssl_context)
+            finally:
+                await forwarder.close()
+
+    def stop(self) -> None:
+        """Close the tunnel and make ``run`` return."""
+        self._stopping.set()
+        if self._connection is not None:
+            self._connection.mux.close(reason="agent stopping")
+
+    async def _loop(self, forwarder: Forwarder, ssl_context: ssl.SSLContext | None) -> None:
+        backoff = Backoff()
+        server_index = 0
+        subdomain = self.config.subdomain
+        ever_connected = False
+        failures_this_round = 0
+        while not self._stopping.is_set():
+            server = self.config.servers[server_index % len(self.config.servers)]
+            try:
+                conn = await open_connection(
+                    server,
+                    token=self.config.token,
+                    subdomain=subdomain,
+                    agent_key=self._agent_key,
+                    on_stream=forwarder.start,
+                    ssl_context=ssl_context,
+                )
+            except RetryableError as exc:
+                failures_this_round += 1
+                server_index += 1
+                if not ever_connected and failures_this_round >= len(self.config.servers):
+                    raise
+                delay = backoff.next_delay()
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                continue
+            failures_this_round = 0
+            self._connection = conn
+            ever_connected = True
+            subdomain = conn.welcome.name  # come back under the same name
+            self.state.public_url, self.state.name = conn.welcome.public_url, conn.welcome.name
+            self.state.connected, self.state.connected_since = True, time.time()
+            if self.on_ready is not None:
+                self.on_ready(conn.welcome.public_url)
+            started = time.monotonic()
+            if self._stopping.is_set():
+                conn.mux.close(reason="agent stopping")
+            await conn.run()
+            self.state.connected = False
+            self._connection = None
+            fatal = conn.fatal_close()
+            if fatal is not None:
+                raise fatal
+            if self._stopping.is_set():
+                return
+            backoff.connected_for(time.monotonic() - started)
+            self.state.reconnects += 1
+            delay = backoff.next_delay()
+            log.warning("tunnel connection lost (%s); reconnecting in %.1fs", conn.mux.close_reason or "closed", delay)
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+
+__all__ = ["Agent", "AgentConfig", "AgentError", "TunnelState"]

@@ -1,0 +1,100 @@
+"""``relay-client``: options in, an ``Agent`` running, one clear line out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from relay_client import __version__
+from relay_client.agent import Agent, AgentConfig
+from relay_client.errors import AgentError
+from relay_client.target import TargetError, parse_target
+
+app = typer.Typer(
+    help="localrelay agent: exposes a local HTTP server through a relay.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"relay-client: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"relay-client {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """localrelay agent."""
+
+
+@app.command()
+def http(
+    port_or_url: Annotated[str, typer.Argument(metavar="PORT_OR_URL", help="5003, localhost:5003, http://127.0.0.1:5003 or https://...")],
+    server: Annotated[
+        Optional[list[str]],
+        typer.Option("--server", envvar="RELAY_SERVER", help="Relay base URL (https:// means wss://); repeat to list fallbacks."),
+    ] = None,
+    token: Annotated[Optional[str], typer.Option(envvar="RELAY_TOKEN", help="Agent token from 'relay-server token create'.")] = None,
+    subdomain: Annotated[Optional[str], typer.Option(help="Requested name (default: assigned by the relay).")] = None,
+    cacert: Annotated[Optional[str], typer.Option(help="Trust this CA file for the relay's certificate.")] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log every proxied request.")] = False,
+) -> None:
+    """Expose a local HTTP server at a public URL."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    try:
+        target = parse_target(port_or_url)
+    except TargetError as exc:
+        _fail(str(exc), 2)
+    servers = server or ["http://localhost:8080"]
+    config = AgentConfig(target=target, servers=servers, token=token, subdomain=subdomain, cacert=cacert)
+
+    def announce(public_url: str) -> None:
+        print(f"Forwarding {public_url} -> {target.origin}", flush=True)
+
+    agent = Agent(config, on_ready=announce)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, agent.stop)
+            except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt instead
+                pass
+        await agent.run()
+
+    from relay_protocol.eventloop import run
+
+    try:
+        run(main())
+    except AgentError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="relay-client")

@@ -1,0 +1,428 @@
+"""The asyncio driver: runs a ``Session`` over a message transport.
+
+This is the only module of the package that awaits.  It feeds websocket
+messages to the session, sends what the session queues (coalescing frames
+into messages), and gives each stream ``read``/``write`` coroutines that
+respect flow control: ``write`` waits for credit and for the outgoing buffer
+to drain below a high-water mark, ``read`` returns credit for the previous
+chunk once the caller comes back for the next one (the bytes are used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from relay_protocol.errors import ErrorCode, LocalProtocolError
+from relay_protocol.events import (
+    ConnectionClosed,
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    PingAcknowledged,
+    ResponseReceived,
+    StreamOpened,
+    StreamReset,
+    WindowUpdated,
+)
+from relay_protocol.heads import RequestHead, ResponseHead
+from relay_protocol.session import Phase, Session
+
+log = logging.getLogger(__name__)
+
+#: Most bytes put in one websocket message.
+MAX_MESSAGE_SIZE = 1024 * 1024
+
+#: Stream writers wait while this many bytes are queued but unsent; keeps the
+#: queue short so a new request's frames never wait behind much bulk data.
+SEND_HIGH_WATER = 512 * 1024
+
+#: How long ``run`` lets the writer flush a final GOAWAY before closing the socket.
+CLOSE_FLUSH_TIMEOUT = 2.0
+
+
+class TransportClosed(Exception):
+    """The websocket under the session is gone."""
+
+
+class Transport(Protocol):
+    """What the driver needs from a websocket library (adapters translate errors)."""
+
+    async def send(self, data: bytes) -> None:
+        """Send one binary message; raise TransportClosed if the socket is gone."""
+
+    async def recv(self) -> bytes | None:
+        """Next binary message, or None once the socket closed."""
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket; never raises."""
+
+
+class StreamError(Exception):
+    """The stream was reset (by the peer, by us, or because the connection died)."""
+
+    def __init__(self, code: ErrorCode | int, reason: str) -> None:
+        super().__init__(reason or getattr(code, "name", str(code)))
+        self.code = code
+        self.reason = reason
+
+
+class MuxStream:
+    """One stream as the application sees it."""
+
+    __slots__ = ("id", "request", "response", "_mux", "_chunks", "_eof", "_error", "_reader", "_writer", "_unacked")
+
+    def __init__(self, mux: Multiplexer, stream_id: int, request: RequestHead | None) -> None:
+        self.id = stream_id
+        self.request = request
+        #: Relay side: resolves to the agent's response head.
+        self.response: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
+        self._mux = mux
+        self._chunks: deque[bytes] = deque()
+        self._eof = False
+        self._error: StreamError | None = None
+        self._reader: asyncio.Future[None] | None = None
+        self._writer: asyncio.Future[None] | None = None
+        self._unacked = 0
+
+    # ----------------------------------------------------------------- reading
+    async def read(self) -> bytes:
+        """Next body chunk; b"" at the end; StreamError if the stream was reset."""
+        if self._unacked:
+            self._mux._acknowledge(self.id, self._unacked)
+            self._unacked = 0
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._reader = asyncio.get_running_loop().create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        chunk = self._chunks.popleft()
+        self._unacked = len(chunk)
+        return chunk
+
+    @property
+    def at_eof(self) -> bool:
+        """The peer ended its half and every chunk has been read."""
+        return self._eof and not self._chunks
+
+    @property
+    def error(self) -> StreamError | None:
+        """Why the stream was reset, if it was."""
+        return self._error
+
+    def _feed(self, data: bytes, end: bool) -> None:
+        if data:
+            self._chunks.append(data)
+        if end:
+            self._eof = True
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    # ----------------------------------------------------------------- writing
+    def send_response(self, head: ResponseHead, end_stream: bool = False) -> None:
+        """Agent side: send the response head (``end_stream`` when there is no body)."""
+        self._mux.send_response(self, head, end_stream)
+
+    async def write(self, data: bytes, end: bool = False) -> None:
+        """Send body bytes as credit allows; ``end`` finishes our half."""
+        mux = self._mux
+        session = mux.session
+        rest: bytes | memoryview = data
+        while True:
+            if self._error is not None:
+                raise self._error
+            if mux._pending_too_high():
+                await mux._wait_for_space()
+                continue
+            size = len(rest)
+            window = session.send_window(self.id)
+            if size and window <= 0:
+                await self._wait_for_credit()
+                continue
+            if size <= window:
+                piece, rest = rest, b""
+            else:
+                view = memoryview(rest)
+                piece, rest = view[:window], view[window:]
+            last = not rest
+            session.send_data(self.id, piece, end_stream=end and last)
+            mux._after_send(self.id)
+            if last:
+                return
+
+    def end(self) -> None:
+        """Finish our half of the stream without more data (no-op once reset)."""
+        if self._error is None:
+            try:
+                self._mux.session.end_stream(self.id)
+            except LocalProtocolError as exc:
+                log.debug("end of stream %s ignored: %s", self.id, exc)
+                return
+            self._mux._after_send(self.id)
+
+    def reset(self, code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
+        """Abandon the stream both ways; the peer sees RESET with this code."""
+        if self._error is None:
+            self._mux.session.reset_stream(self.id, code, reason)
+            self._fail(StreamError(code, reason or "reset locally"))
+            self._mux._streams.pop(self.id, None)
+            self._mux._wake_writer()
+
+    def release(self, code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
+        """Reset the stream if either direction is still open; no-op once it finished."""
+        if self._mux.session.is_open(self.id):
+            self.reset(code, reason)
+
+    async def _wait_for_credit(self) -> None:
+        self._writer = asyncio.get_running_loop().create_future()
+        self._mux._blocked.add(self)
+        try:
+            await self._writer
+        finally:
+            self._writer = None
+            self._mux._blocked.discard(self)
+
+    def _wake_writer(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            self._writer.set_result(None)
+
+    def _fail(self, error: StreamError) -> None:
+        if self._error is None:
+            self._error = error
+            self._chunks.clear()
+            self._unacked = 0
+        if not self.response.done():
+            self.response.set_exception(error)
+            self.response.exception()  # mark retrieved: nobody may be waiting
+        self._wake_reader()
+        self._wake_writer()
+
+
+class Multiplexer:
+    """Drives one open ``Session`` over one transport until either side closes it."""
+
+    def __init__(
+        self,
+        session: Session,
+        transport: Transport,
+        on_stream: Callable[[MuxStream], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.transport = transport
+        self._on_stream = on_stream
+        self._streams: dict[int, MuxStream] = {}
+        self._blocked: set[MuxStream] = set()
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self.close_code: ErrorCode | int = ErrorCode.NO_ERROR
+        self.close_reason = ""
+        self._pongs: dict[bytes, asyncio.Future[None]] = {}
+        self._ping_seq = 0
+
+    @property
+    def open_streams(self) -> int:
+        """Streams the application still holds."""
+        return len(self._streams)
+
+    @property
+    def closed(self) -> bool:
+        """The connection is gone or going (no new streams)."""
+        return self._closed
+
+    # ----------------------------------------------------------------- running
+    async def run(self) -> None:
+        """Read and write until the connection ends; then fail every stream."""
+        writer = asyncio.create_task(self._write_loop())
+        if self.session.bytes_to_send:
+            self._wake_writer()  # e.g. the WELCOME queued before we started
+        try:
+            await self._read_loop()
+        finally:
+            self._closed = True
+            self._wake_writer()
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), CLOSE_FLUSH_TIMEOUT)
+            except BaseException:  # timeout or cancellation: stop flushing
+                writer.cancel()
+            self._fail_all(ErrorCode.GOING_AWAY, self.close_reason or "tunnel connection closed")
+            await self.transport.close()
+
+    async def _read_loop(self) -> None:
+        session = self.session
+        while not self._closed:
+            try:
+                message = await self.transport.recv()
+            except TransportClosed:
+                message = None
+            if message is None:
+                self.close_reason = self.close_reason or "connection lost"
+                return
+            for event in session.receive_data(message):
+                self._dispatch(event)
+            if session.bytes_to_send:
+                self._wake_writer()
+            if session.phase is Phase.CLOSED:
+                self._closed = True
+
+    async def _write_loop(self) -> None:
+        session = self.session
+        transport = self.transport
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while session.bytes_to_send:
+                    await transport.send(session.data_to_send(MAX_MESSAGE_SIZE))
+                    self._release_space()
+                if self._closed:
+                    return
+        except TransportClosed:
+            self._closed = True
+        finally:
+            # Ends the read loop too: recv() returns None once the socket is closed.
+            await transport.close()
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, DataReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is None:
+                self.session.acknowledge_received_data(event.stream_id, len(event.data))
+            else:
+                stream._feed(event.data, event.end_stream)
+                if event.end_stream:
+                    self._maybe_forget(event.stream_id)
+        elif isinstance(event, WindowUpdated):
+            if event.stream_id == 0:
+                for stream in list(self._blocked):
+                    stream._wake_writer()
+            else:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._wake_writer()
+        elif isinstance(event, StreamOpened):
+            stream = MuxStream(self, event.stream_id, event.head)
+            self._streams[event.stream_id] = stream
+            if event.end_stream:
+                stream._eof = True
+            if self._on_stream is not None:
+                self._on_stream(stream)
+        elif isinstance(event, ResponseReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                if not stream.response.done():
+                    stream.response.set_result(event.head)
+                if event.end_stream:
+                    stream._feed(b"", True)
+                    self._maybe_forget(event.stream_id)
+        elif isinstance(event, StreamReset):
+            stream = self._streams.pop(event.stream_id, None)
+            if stream is not None:
+                stream._fail(StreamError(event.code, event.reason))
+        elif isinstance(event, PingAcknowledged):
+            waiter = self._pongs.pop(event.payload, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif isinstance(event, (GoAwayReceived, ConnectionClosed)):
+            self.close_code, self.close_reason = event.code, event.reason
+            self._closed = True
+            if isinstance(event, ConnectionClosed):
+                log.warning("protocol error from peer: %s", event.reason)
+
+    # ----------------------------------------------------------------- API
+    def open_stream(self, head: RequestHead, end_stream: bool = False) -> MuxStream:
+        """Relay side: start a stream for a public request."""
+        if self._closed:
+            raise StreamError(ErrorCode.GOING_AWAY, "tunnel connection closed")
+        stream_id = self.session.open_stream(head, end_stream)
+        stream = MuxStream(self, stream_id, head)
+        self._streams[stream_id] = stream
+        self._wake_writer()
+        return stream
+
+    def send_response(self, stream: MuxStream, head: ResponseHead, end_stream: bool = False) -> None:
+        """Agent side: send the response head for a stream."""
+        if stream._error is not None:
+            raise stream._error
+        self.session.send_response(stream.id, head, end_stream)
+        self._after_send(stream.id)
+
+    async def ping(self, timeout: float) -> float:
+        """Round-trip time of a PING in seconds; TimeoutError if none comes back."""
+        loop = asyncio.get_running_loop()
+        self._ping_seq += 1
+        payload = self._ping_seq.to_bytes(8, "big")
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._pongs[payload] = waiter
+        start = loop.time()
+        self.session.ping(payload)
+        self._wake_writer()
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._pongs.pop(payload, None)
+        return loop.time() - start
+
+    def close(self, code: ErrorCode = ErrorCode.GOING_AWAY, reason: str = "") -> None:
+        """Say GOAWAY and stop; ``run`` returns once the frame is out."""
+        if not self._closed:
+            self.close_code, self.close_reason = code, reason
+            self.session.goaway(code, reason)
+            self._closed = True
+            self._wake_writer()
+
+    # ----------------------------------------------------------------- internals
+    def _acknowledge(self, stream_id: int, n: int) -> None:
+        self.session.acknowledge_received_data(stream_id, n)
+        if self.session.bytes_to_send:
+            self._wake_writer()
+
+    def _after_send(self, stream_id: int) -> None:
+        self._maybe_forget(stream_id)
+        self._wake_writer()
+
+    def _maybe_forget(self, stream_id: int) -> None:
+        """Drop our routing entry once the session has closed the stream both ways."""
+        if not self.session.is_open(stream_id):
+            self._streams.pop(stream_id, None)
+
+    def _wake_writer(self) -> None:
+        self._wakeup.set()
+
+    def _pending_too_high(self) -> bool:
+        return self.session.bytes_to_send >= SEND_HIGH_WATER
+
+    async def _wait_for_space(self) -> None:
+        if self._closed:
+            raise StreamError(ErrorCode.GOING_AWAY, self.close_reason or "tunnel connection closed")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._space_waiters.append(waiter)
+        self._wake_writer()
+        await waiter
+
+    def _release_space(self) -> None:
+        while self._space_waiters and not self._pending_too_high():
+            waiter = self._space_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _fail_all(self, code: ErrorCode, reason: str) -> None:
+        error = StreamError(code, reason)
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream._fail(error)
+        while self._space_waiters:
+            waiter = self._space_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)

@@ -1,0 +1,151 @@
+"""Frame layout and the incremental frame decoder.
+
+Every frame is a 10-byte header followed by its payload::
+
+    type:u8  flags:u8  stream_id:u32  length:u32  payload[length]
+
+A websocket message carries one or more whole frames (the sender coalesces
+small frames into one message); the decoder also accepts frames split across
+messages, so the same code serves any byte stream.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from relay_protocol.errors import ErrorCode, RemoteProtocolError
+from relay_protocol.limits import FRAME_HEADER_SIZE, MAX_FRAME_PAYLOAD
+
+_HEADER = struct.Struct(">BBII")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+class FrameType(enum.IntEnum):
+    """What a frame means; see docs/protocol.md for the table."""
+
+    HELLO = 1
+    WELCOME = 2
+    OPEN = 3
+    RESPONSE = 4
+    DATA = 5
+    RESET = 6
+    CREDIT = 7
+    PING = 8
+    GOAWAY = 9
+
+
+class Flag(enum.IntFlag):
+    """Frame flags; unknown bits are ignored so later versions can add some."""
+
+    NONE = 0
+    END_STREAM = 0x1
+    ACK = 0x2
+
+
+#: Frames that belong to one stream (stream id > 0).
+STREAM_FRAMES = frozenset({FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA, FrameType.RESET})
+
+#: Frames about the whole connection (stream id 0).  CREDIT may be either.
+CONNECTION_FRAMES = frozenset({FrameType.HELLO, FrameType.WELCOME, FrameType.PING, FrameType.GOAWAY})
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame; ``payload`` is a copy, safe to keep."""
+
+    type: FrameType
+    flags: Flag
+    stream_id: int
+    payload: bytes
+
+
+def encode_header(frame_type: FrameType, flags: int, stream_id: int, length: int) -> bytes:
+    """The 10 header bytes; the payload is sent after them without a copy."""
+    return _HEADER.pack(frame_type, flags, stream_id, length)
+
+
+def encode_frame(frame_type: FrameType, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    """A whole frame as bytes (used for small control frames)."""
+    return _HEADER.pack(frame_type, flags, stream_id, len(payload)) + payload
+
+
+def encode_code_reason(code: int, reason: str) -> bytes:
+    """Payload of RESET and GOAWAY: u16 code, then a UTF-8 reason."""
+    return _U16.pack(code) + reason.encode("utf-8", "replace")[:1024]
+
+
+def decode_code_reason(payload: bytes) -> tuple[ErrorCode | int, str]:
+    """Inverse of ``encode_code_reason``."""
+    if len(payload) < 2:
+        raise RemoteProtocolError("RESET/GOAWAY payload shorter than its 2-byte code")
+    (code,) = _U16.unpack_from(payload)
+    return ErrorCode.parse(code), payload[2:].decode("utf-8", "replace")
+
+
+def encode_u32(value: int) -> bytes:
+    """Payload of CREDIT."""
+    return _U32.pack(value)
+
+
+def decode_u32(payload: bytes) -> int:
+    """Inverse of ``encode_u32``; a wrong length is the peer's fault."""
+    if len(payload) != 4:
+        raise RemoteProtocolError(f"expected a 4-byte value, got {len(payload)} bytes")
+    return _U32.unpack(payload)[0]
+
+
+class FrameDecoder:
+    """Bytes in, whole frames out; keeps a partial frame until the rest arrives."""
+
+    def __init__(self, max_payload: int = MAX_FRAME_PAYLOAD) -> None:
+        self._buffer = bytearray()
+        self._max_payload = max_payload
+
+    @property
+    def pending(self) -> int:
+        """Bytes held that do not yet make a whole frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add bytes and return every frame they complete, in order."""
+        if not self._buffer and len(data) >= FRAME_HEADER_SIZE:
+            # Fast path: parse straight from the message without copying it first.
+            view = memoryview(data)
+        else:
+            self._buffer += data
+            view = memoryview(self._buffer)
+        frames: list[Frame] = []
+        offset = 0
+        end = len(view)
+        try:
+            while end - offset >= FRAME_HEADER_SIZE:
+                ftype, flags, stream_id, length = _HEADER.unpack_from(view, offset)
+                if length > self._max_payload:
+                    raise RemoteProtocolError(
+                        f"frame payload of {length} bytes exceeds the limit of {self._max_payload}",
+                        ErrorCode.FRAME_TOO_LARGE,
+                    )
+                try:
+                    frame_type = FrameType(ftype)
+                except ValueError:
+                    raise RemoteProtocolError(f"unknown frame type {ftype}") from None
+                if stream_id > 0x7FFFFFFF:
+                    raise RemoteProtocolError(f"stream id {stream_id} uses the reserved high bit")
+                if stream_id == 0 and frame_type in STREAM_FRAMES:
+                    raise RemoteProtocolError(f"{frame_type.name} frame must be sent on a stream")
+                if stream_id != 0 and frame_type in CONNECTION_FRAMES:
+                    raise RemoteProtocolError(f"{frame_type.name} frame must be sent on stream 0")
+                start = offset + FRAME_HEADER_SIZE
+                if end - start < length:
+                    break
+                payload = bytes(view[start : start + length])
+                frames.append(Frame(frame_type, Flag(flags & 0x3), stream_id, payload))
+                offset = start + length
+        finally:
+            rest = bytes(view[offset:]) if offset < end else b""
+            view.release()
+        self._buffer = bytearray(rest)
+        return frames

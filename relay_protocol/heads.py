@@ -1,0 +1,107 @@
+"""Request and response heads: the payloads of OPEN and RESPONSE frames.
+
+Encoded as compact JSON (the C encoder is the fastest serializer in the standard
+library).  Headers are an ordered list of pairs so repeated headers such as
+``Set-Cookie`` stay separate and in order.  Decoding validates every field: a
+head is the one place where a peer's text reaches an HTTP stack, so CR, LF and
+NUL are refused outright (no header injection).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from relay_protocol.errors import RemoteProtocolError
+from relay_protocol.limits import MAX_HEAD_SIZE, MAX_HEADER_COUNT
+
+Headers = list[tuple[str, str]]
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+_FORBIDDEN_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """What the relay tells the agent about a public request."""
+
+    method: str
+    target: str
+    headers: Headers = field(default_factory=list)
+    #: Client address as the relay saw it; informational (the inspector shows it).
+    remote_addr: str = ""
+
+    def encode(self) -> bytes:
+        """JSON payload for an OPEN frame."""
+        flat = [item for pair in self.headers for item in pair]
+        return _encoder.encode({"m": self.method, "t": self.target, "h": flat, "r": self.remote_addr}).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> RequestHead:
+        """Parse and validate an OPEN payload; anything off is the peer's fault."""
+        obj = _load(payload)
+        method, target, remote = obj.get("m"), obj.get("t"), obj.get("r", "")
+        if not isinstance(method, str) or not _TOKEN.match(method):
+            raise RemoteProtocolError(f"invalid request method {method!r}")
+        if not isinstance(target, str) or not target or _FORBIDDEN_IN_TARGET.search(target):
+            raise RemoteProtocolError("invalid request target")
+        if not isinstance(remote, str):
+            raise RemoteProtocolError("invalid remote address")
+        return cls(method, target, _headers(obj.get("h")), remote)
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """What the agent tells the relay about the local server's answer."""
+
+    status: int
+    reason: str = ""
+    headers: Headers = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        """JSON payload for a RESPONSE frame."""
+        flat = [item for pair in self.headers for item in pair]
+        return _encoder.encode({"s": self.status, "r": self.reason, "h": flat}).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> ResponseHead:
+        """Parse and validate a RESPONSE payload."""
+        obj = _load(payload)
+        status, reason = obj.get("s"), obj.get("r", "")
+        if type(status) is not int or not 100 <= status <= 999:
+            raise RemoteProtocolError(f"invalid response status {status!r}")
+        if not isinstance(reason, str) or _FORBIDDEN_IN_VALUE.search(reason):
+            raise RemoteProtocolError("invalid response reason")
+        return cls(status, reason, _headers(obj.get("h")))
+
+
+def _load(payload: bytes) -> dict:
+    if len(payload) > MAX_HEAD_SIZE:
+        raise RemoteProtocolError(f"head of {len(payload)} bytes exceeds the limit of {MAX_HEAD_SIZE}")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RemoteProtocolError(f"head is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("head must be a JSON object")
+    return obj
+
+
+def _headers(flat: object) -> Headers:
+    if not isinstance(flat, list) or len(flat) % 2:
+        raise RemoteProtocolError("head headers must be a flat list of name/value pairs")
+    if len(flat) > 2 * MAX_HEADER_COUNT:
+        raise RemoteProtocolError(f"more than {MAX_HEADER_COUNT} headers")
+    pairs: Headers = []
+    it = iter(flat)
+    for name, value in zip(it, it):
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise RemoteProtocolError(f"invalid header name {name!r:.80}")
+        if not isinstance(value, str) or _FORBIDDEN_IN_VALUE.search(value):
+            raise RemoteProtocolError(f"invalid value for header {name!r:.80}")
+        pairs.append((name, value))
+    return pairs

@@ -1,0 +1,31 @@
+"""HTTP header rules both sides apply: what never crosses a proxy hop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: RFC 9110 section 7.6.1 connection-specific headers, plus the non-standard ones
+#: proxies are known to leak (Proxy-Connection).  Never forwarded, either way.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Drop hop-by-hop headers and any header the Connection header names."""
+    pairs = list(headers)
+    named = set(HOP_BY_HOP)
+    for name, value in pairs:
+        if name.lower() == "connection":
+            named.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return [(name, value) for name, value in pairs if name.lower() not in named]

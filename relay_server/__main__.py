@@ -1,0 +1,5 @@
+"""``python -m relay_server`` is ``relay-server``."""
+
+from relay_server.cli import main
+
+main()

@@ -1,0 +1,184 @@
+"""``relay-server``: options in, ``RelayConfig`` out, nothing else."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from relay_server import __version__
+from relay_server.config import DEFAULT_RESPONSE_TIMEOUT, RelayConfig, default_data_dir
+from relay_server.names import InvalidName, validate_name
+from relay_server.tokens import TokenStore, TokenStoreError
+
+app = typer.Typer(
+    help="localrelay relay: puts agents' local servers on NAME.<domain>.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+token_app = typer.Typer(help="Create, list and revoke agent tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"relay-server: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"relay-server {__version__}")
+        raise typer.Exit()
+
+
+def _load_config_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
+    """Make the TOML file's keys the defaults of the other options (the command line wins)."""
+    if value is None:
+        return None
+    try:
+        data: dict[str, Any] = tomllib.loads(value.read_text("utf-8"))
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {value}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise typer.BadParameter(f"{value} is not valid TOML: {exc}") from None
+    ctx.default_map = {**(ctx.default_map or {}), **{k.replace("-", "_"): v for k, v in data.items()}}
+    return value
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """localrelay relay server."""
+
+
+DataDir = Annotated[
+    Path,
+    typer.Option("--data-dir", envvar="RELAY_DATA_DIR", help="Token store, certificates and keys.", show_default=False),
+]
+
+
+@app.command()
+def serve(
+    config_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config", envvar="RELAY_CONFIG", help="TOML file with the same keys as these options.",
+            callback=_load_config_file, is_eager=True,
+        ),
+    ] = None,
+    domain: Annotated[str, typer.Option(envvar="RELAY_DOMAIN", help="Base domain; tunnel NAME is NAME.<domain>.")] = "localhost",
+    host: Annotated[str, typer.Option(envvar="RELAY_HOST", help="Listen address.")] = "0.0.0.0",
+    http_port: Annotated[
+        int, typer.Option(envvar="RELAY_HTTP_PORT", min=0, max=65535, help="Plain-HTTP listener (public traffic and agents); 0 disables.")
+    ] = 8080,
+    data_dir: DataDir = default_data_dir(),
+    open_relay: Annotated[
+        bool, typer.Option("--open", help="Accept agents without a token (local development only).")
+    ] = False,
+    response_timeout: Annotated[
+        float, typer.Option(envvar="RELAY_RESPONSE_TIMEOUT", min=0.1, help="Seconds to wait for an agent's response head before 504.")
+    ] = DEFAULT_RESPONSE_TIMEOUT,
+    trusted_proxy: Annotated[
+        Optional[list[str]],
+        typer.Option("--trusted-proxy", help="CIDR of a proxy in front of the relay whose X-Forwarded-* to keep (repeatable)."),
+    ] = None,
+    public_port: Annotated[
+        Optional[int], typer.Option(min=1, max=65535, help="Port shown in public URLs, if a proxy maps another port to ours.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the public relay."""
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}", 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        proxies = [ipaddress.ip_network(c, strict=False) for c in trusted_proxy or []]
+    except ValueError as exc:
+        _fail(f"--trusted-proxy: {exc}", 2)
+    domain = domain.strip().lower().rstrip(".")
+    if not domain or "/" in domain or ":" in domain:
+        _fail(f"--domain must be a host name like example.com, not {domain!r}", 2)
+    config = RelayConfig(
+        domain=domain,
+        host=host,
+        http_port=http_port,
+        data_dir=data_dir.expanduser(),
+        open=open_relay,
+        response_timeout=response_timeout,
+        trusted_proxies=proxies,
+        public_port=public_port,
+    )
+    from relay_server.serve import StartupError, serve as run_relay
+    from relay_protocol.eventloop import run
+
+    try:
+        run(run_relay(config))
+    except StartupError as exc:
+        _fail(str(exc))
+    except TokenStoreError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@token_app.command("create")
+def token_create(
+    subdomain: Annotated[Optional[str], typer.Option(help="Reserve this name for the token.")] = None,
+    label: Annotated[str, typer.Option(help="A note to recognise the token by in 'token list'.")] = "",
+    data_dir: DataDir = default_data_dir(),
+) -> None:
+    """Create a token and print it (it is shown only this once)."""
+    try:
+        name = validate_name(subdomain) if subdomain else None
+        token, _ = TokenStore(data_dir.expanduser()).create(label=label, subdomain=name)
+    except (InvalidName, TokenStoreError) as exc:
+        _fail(str(exc))
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(data_dir: DataDir = default_data_dir()) -> None:
+    """List tokens by id (the tokens themselves are never stored)."""
+    import datetime
+
+    try:
+        records = TokenStore(data_dir.expanduser()).records()
+    except TokenStoreError as exc:
+        _fail(str(exc))
+    if not records:
+        typer.echo("no tokens", err=True)
+        return
+    typer.echo(f"{'ID':<18} {'SUBDOMAIN':<20} {'CREATED':<20} LABEL")
+    for r in records:
+        created = datetime.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(f"{r.id:<18} {r.subdomain or '-':<20} {created:<20} {r.label}")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The id shown by 'token list'.")],
+    data_dir: DataDir = default_data_dir(),
+) -> None:
+    """Revoke a token by id; agents using it can no longer connect."""
+    try:
+        removed = TokenStore(data_dir.expanduser()).revoke(token_id)
+    except TokenStoreError as exc:
+        _fail(str(exc))
+    if not removed:
+        _fail(f"no token with id {token_id!r}")
+    typer.echo(f"revoked {token_id}", err=True)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="relay-server")

@@ -1,0 +1,67 @@
+"""Everything the relay can be told, in one typed object (the CLI only fills it)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Seconds the relay waits for an agent's first response byte before answering 504.
+DEFAULT_RESPONSE_TIMEOUT = 60.0
+
+#: Seconds an agent has to send HELLO after the websocket opens.
+HANDSHAKE_TIMEOUT = 10.0
+
+#: Seconds between websocket heartbeats to agents (a dead agent is noticed in ~2x this).
+HEARTBEAT_INTERVAL = 20.0
+
+#: Largest websocket message accepted from an agent.
+MAX_AGENT_MESSAGE = 4 * 1024 * 1024
+
+#: Seconds in-flight requests get to finish when the relay stops.
+SHUTDOWN_GRACE = 5.0
+
+
+def default_data_dir() -> Path:
+    """Where tokens live unless --data-dir says otherwise."""
+    return Path.home() / ".local" / "share" / "relay-server"
+
+
+@dataclass(slots=True)
+class RelayConfig:
+    """Settings of one relay process."""
+
+    domain: str = "localhost"
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    data_dir: Path = field(default_factory=default_data_dir)
+    open: bool = False
+    response_timeout: float = DEFAULT_RESPONSE_TIMEOUT
+    #: Proxies whose X-Forwarded-For chain we extend instead of replacing.
+    trusted_proxies: list[IPNetwork] = field(default_factory=list)
+    #: Port shown in public URLs (when a proxy or NAT maps another port to ours).
+    public_port: int | None = None
+    max_streams: int = 1000
+
+    @property
+    def advertised_port(self) -> int:
+        """The port public URLs name."""
+        return self.public_port if self.public_port is not None else self.http_port
+
+    def public_url(self, name: str | None = None) -> str:
+        """``http://NAME.domain[:port]``, or the relay's own base URL without a name."""
+        host = f"{name}.{self.domain}" if name else self.domain
+        port = self.advertised_port
+        return f"http://{host}" if port == 80 else f"http://{host}:{port}"
+
+    def is_trusted_proxy(self, address: str | None) -> bool:
+        """Whether the direct peer is a proxy allowed to tell us the client address."""
+        if not address or not self.trusted_proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted_proxies)

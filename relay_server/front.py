@@ -1,0 +1,158 @@
+"""Public HTTP <-> one protocol stream: the relay's hot path.
+
+Each public request opens a stream on its tunnel's connection.  The request
+body is pumped into the stream as it arrives (``stream.write`` waits for
+credit, and aiohttp stops reading the socket when we stop reading the body,
+so a slow agent slows the uploader, never our memory).  The response head
+and body are written to the caller as the agent sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from relay_protocol.driver import MuxStream, StreamError
+from relay_protocol.errors import ErrorCode, LocalProtocolError
+from relay_protocol.heads import RequestHead
+from relay_protocol.httpheaders import strip_hop_by_hop
+from relay_server.config import RelayConfig
+from relay_server.pages import error_response
+from relay_server.tunnel import Tunnel
+
+log = logging.getLogger("relay_server.front")
+
+#: Incoming headers that only a trusted proxy may set; from anyone else we replace them.
+_FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+
+
+def _decode(raw: bytes) -> str:
+    """Header bytes as text: UTF-8 where valid (what the agent's client re-encodes), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def request_head(request: web.BaseRequest, config: RelayConfig, scheme: str = "http") -> RequestHead:
+    """The stream head for a public request: hop-by-hop gone, X-Forwarded-* set by us."""
+    peer = request.remote or ""
+    trusted = config.is_trusted_proxy(peer)
+    headers = strip_hop_by_hop((_decode(k), _decode(v)) for k, v in request.raw_headers)
+    prior_for = prior_proto = None
+    if trusted:
+        prior_for = request.headers.get("X-Forwarded-For")
+        prior_proto = request.headers.get("X-Forwarded-Proto")
+    else:
+        headers = [(k, v) for k, v in headers if k.lower() not in _FORWARDED]
+    headers = [(k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")]
+    headers.append(("X-Forwarded-For", f"{prior_for}, {peer}" if prior_for else peer))
+    headers.append(("X-Forwarded-Proto", prior_proto or scheme))
+    headers.append(("X-Forwarded-Host", request.headers.get("Host", "")))
+    return RequestHead(request.method, request.raw_path, headers, peer)
+
+
+async def _pump_request_body(request: web.BaseRequest, stream: MuxStream) -> None:
+    """Copy the public request body into the stream as it arrives."""
+    try:
+        async for chunk in request.content.iter_any():
+            await stream.write(chunk)
+        stream.end()
+    except StreamError:
+        pass  # the agent reset the stream; the response side reports it
+    except (ConnectionError, asyncio.IncompleteReadError, web.HTTPException):
+        stream.reset(ErrorCode.CANCEL, "public client stopped sending the request body")
+
+
+async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig) -> web.StreamResponse:
+    """Answer one public request through the tunnel."""
+    tunnel.requests += 1
+    has_body = request.body_exists
+    try:
+        stream = tunnel.mux.open_stream(request_head(request, config), end_stream=not has_body)
+    except LocalProtocolError as exc:
+        if exc.code == ErrorCode.TOO_MANY_STREAMS:
+            return error_response(
+                request, 503, "too-many-requests", "Tunnel busy", f"The tunnel {tunnel.name} has too many requests in flight; retry shortly."
+            )
+        return _offline(request, tunnel.name)
+    except StreamError:
+        return _offline(request, tunnel.name)
+    upload = asyncio.create_task(_pump_request_body(request, stream)) if has_body else None
+    try:
+        return await _relay_response(request, tunnel, stream, config)
+    finally:
+        if upload is not None and not upload.done():
+            upload.cancel()
+        # Whatever ended the exchange early (caller gone, error), free the stream.
+        stream.release(ErrorCode.CANCEL, "public client went away")
+
+
+async def _relay_response(
+    request: web.BaseRequest, tunnel: Tunnel, stream: MuxStream, config: RelayConfig
+) -> web.StreamResponse:
+    try:
+        head = await asyncio.wait_for(asyncio.shield(stream.response), config.response_timeout)
+    except asyncio.TimeoutError:
+        stream.reset(ErrorCode.TIMEOUT, "no response in time")
+        return error_response(
+            request,
+            504,
+            "agent-timeout",
+            "Tunnel timed out",
+            f"The agent for {tunnel.name} did not answer within {config.response_timeout:g} seconds.",
+        )
+    except StreamError as exc:
+        return _stream_failed(request, tunnel, exc)
+
+    response = web.StreamResponse(status=head.status, reason=head.reason or None)
+    for name, value in strip_hop_by_hop(head.headers):
+        response.headers.add(name, value)
+    await response.prepare(request)
+    try:
+        while chunk := await stream.read():
+            await response.write(chunk)
+    except StreamError as exc:
+        # The body broke off: end the connection without a proper end, so the
+        # caller sees an incomplete response rather than a short one.
+        log.info("tunnel %s: response body cut off (%s)", tunnel.name, exc)
+        _abort(request)
+        return response
+    await response.write_eof()
+    return response
+
+
+def _abort(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _stream_failed(request: web.BaseRequest, tunnel: Tunnel, exc: StreamError) -> web.Response:
+    if exc.code == ErrorCode.LOCAL_UNREACHABLE:
+        return error_response(request, 502, "local-unreachable", "Local server unreachable", exc.reason)
+    if exc.code == ErrorCode.LOCAL_ERROR:
+        return error_response(request, 502, "local-error", "Local server failed", exc.reason)
+    if exc.code == ErrorCode.TOO_MANY_STREAMS:
+        return error_response(request, 503, "too-many-requests", "Tunnel busy", exc.reason)
+    if exc.code == ErrorCode.GOING_AWAY:
+        return _offline(request, tunnel.name, "The agent disconnected before answering.")
+    return error_response(request, 502, "stream-reset", "Tunnel error", f"The agent abandoned the request: {exc}")
+
+
+def _offline(request: web.BaseRequest, name: str, detail: str = "") -> web.Response:
+    message = detail or f"No agent is connected for {name}."
+    return error_response(
+        request,
+        502,
+        "tunnel-offline",
+        "Tunnel offline",
+        f"{message} Start one with: relay-client http PORT --subdomain {name}",
+    )
+
+
+def tunnel_offline(request: web.BaseRequest, name: str) -> web.Response:
+    """502 for a name with no connected agent."""
+    return _offline(request, name)

@@ -39,6 +39,10 @@ PING_INTERVAL = 20.0
 #: Largest websocket message accepted from the relay.
 MAX_RELAY_MESSAGE = 4 * 1024 * 1024
 
+#: Bytes the websocket may buffer before send() waits for the socket: room for a
+#: few messages, so the writer keeps the pipe full.
+WRITE_LIMIT = 1024 * 1024
+
 #: GOAWAY codes that end the agent instead of starting a reconnect.
 _FATAL_CODES = {
     ErrorCode.UNAUTHORIZED: AuthError,
@@ -107,6 +111,7 @@ async def open_connection(
                 ping_timeout=PING_INTERVAL,
                 open_timeout=CONNECT_TIMEOUT,
                 user_agent_header=f"localrelay-agent/{__version__}",
+                write_limit=WRITE_LIMIT,
                 **extra,
             ),
             CONNECT_TIMEOUT,

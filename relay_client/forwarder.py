@@ -21,7 +21,9 @@ from relay_client.target import LocalTarget
 from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode
 from relay_protocol.heads import ResponseHead
-from relay_protocol.httpheaders import strip_hop_by_hop
+from relay_protocol.httpheaders import WEBSOCKET_HANDSHAKE, header_tokens, strip_hop_by_hop
+from relay_protocol.wsbridge import bridge
+from relay_protocol.wsmessages import MAX_WS_MESSAGE
 
 log = logging.getLogger("relay_client.forward")
 
@@ -61,10 +63,11 @@ class Forwarder:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, stream: MuxStream) -> None:
-        """Handle a new stream in its own task."""
+        """Handle a new stream in its own task; a reset from the relay cancels it."""
         task = asyncio.create_task(self.handle(stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        stream.on_reset(lambda _error: task.cancel())
 
     async def close(self) -> None:
         """Cancel streams still in flight."""
@@ -84,9 +87,12 @@ class Forwarder:
             return
         url = URL(self.target.origin + head.target, encoded=True)
         headers: CIMultiDict[str] = CIMultiDict(strip_hop_by_hop(head.headers))
-        body = None if stream.at_eof else _body(stream)
+        body = None if stream.at_eof or head.upgrade else _body(stream)
         status = 0
         try:
+            if head.upgrade == "websocket":
+                await self._websocket(stream, url, headers)
+                return
             async with self.session.request(
                 head.method, url, headers=headers, data=body, allow_redirects=False, compress=None
             ) as response:
@@ -112,14 +118,54 @@ class Forwarder:
             stream.reset(ErrorCode.LOCAL_ERROR, f"The local server at {self.target.origin} failed: {message}")
             log.warning("%s %s: local server failed: %s", head.method, head.target[:200], message)
         except asyncio.CancelledError:
+            # The relay reset the stream (public client gone) or the agent is stopping:
+            # leaving the request context closes the local connection, which tells
+            # the local server its request was abandoned.
+            reset_by_relay = stream.error is not None
             stream.release(ErrorCode.CANCEL, "agent shutting down")
-            raise
+            if not reset_by_relay:
+                raise
+            log.debug("stream %s cancelled by the relay: %s", stream.id, stream.error)
         else:
             log.debug(
                 "%s %s -> %d in %.1f ms", head.method, head.target[:200], status, (time.monotonic() - started) * 1000
             )
         finally:
             stream.release(ErrorCode.CANCEL, "request abandoned")
+
+
+    async def _websocket(self, stream: MuxStream, url: URL, headers: CIMultiDict[str]) -> None:
+        """Open the local websocket with the public client's offer; answer 101 only if it accepts."""
+        pairs = list(headers.items())
+        protocols = header_tokens(pairs, "Sec-WebSocket-Protocol")
+        deflate = any(t.startswith("permessage-deflate") for t in header_tokens(pairs, "Sec-WebSocket-Extensions"))
+        for name in WEBSOCKET_HANDSHAKE:
+            headers.popall(name, None)
+        try:
+            ws = await self.session.ws_connect(
+                url,
+                protocols=protocols,
+                headers=headers,
+                autoping=False,
+                autoclose=True,
+                compress=15 if deflate else 0,
+                max_msg_size=MAX_WS_MESSAGE,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            # Refused (404, 403, no upgrade support): the public client gets that answer.
+            answer = [(k, v) for k, v in (exc.headers or {}).items() if k.lower() not in WEBSOCKET_HANDSHAKE]
+            stream.send_response(ResponseHead(exc.status or 502, exc.message or "", strip_hop_by_hop(answer)), True)
+            return
+        try:
+            answer = []
+            if ws.protocol:
+                answer.append(("Sec-WebSocket-Protocol", ws.protocol))
+            if ws.compress:
+                answer.append(("Sec-WebSocket-Extensions", "permessage-deflate"))
+            stream.send_response(ResponseHead(101, "Switching Protocols", answer))
+            await bridge(ws, stream)
+        finally:
+            await ws.close()
 
 
 async def _body(stream: MuxStream) -> AsyncIterator[bytes]:

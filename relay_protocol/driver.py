@@ -34,7 +34,7 @@ from relay_protocol.session import Phase, Session
 log = logging.getLogger(__name__)
 
 #: Most bytes put in one websocket message.
-MAX_MESSAGE_SIZE = 1024 * 1024
+MAX_MESSAGE_SIZE = 64 * 1024
 
 #: Stream writers wait while this many bytes are queued but unsent; keeps the
 #: queue short so a new request's frames never wait behind much bulk data.
@@ -73,7 +73,19 @@ class StreamError(Exception):
 class MuxStream:
     """One stream as the application sees it."""
 
-    __slots__ = ("id", "request", "response", "_mux", "_chunks", "_eof", "_error", "_reader", "_writer", "_unacked")
+    __slots__ = (
+        "id",
+        "request",
+        "response",
+        "_mux",
+        "_chunks",
+        "_eof",
+        "_error",
+        "_reader",
+        "_writer",
+        "_unacked",
+        "_on_reset",
+    )
 
     def __init__(self, mux: Multiplexer, stream_id: int, request: RequestHead | None) -> None:
         self.id = stream_id
@@ -87,6 +99,15 @@ class MuxStream:
         self._reader: asyncio.Future[None] | None = None
         self._writer: asyncio.Future[None] | None = None
         self._unacked = 0
+        self._on_reset: Callable[[StreamError], None] | None = None
+
+    def on_reset(self, callback: Callable[[StreamError], None]) -> None:
+        """Call ``callback`` if the peer resets the stream or the connection dies.
+
+        Lets the agent cancel a local request the moment the public client
+        goes away, even while it is still waiting for the response head.
+        """
+        self._on_reset = callback
 
     # ----------------------------------------------------------------- reading
     async def read(self) -> bytes:
@@ -197,11 +218,13 @@ class MuxStream:
         if self._writer is not None and not self._writer.done():
             self._writer.set_result(None)
 
-    def _fail(self, error: StreamError) -> None:
+    def _fail(self, error: StreamError, remote: bool = False) -> None:
         if self._error is None:
             self._error = error
             self._chunks.clear()
             self._unacked = 0
+            if remote and self._on_reset is not None:
+                self._on_reset(error)
         if not self.response.done():
             self.response.set_exception(error)
             self.response.exception()  # mark retrieved: nobody may be waiting
@@ -329,7 +352,7 @@ class Multiplexer:
         elif isinstance(event, StreamReset):
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
-                stream._fail(StreamError(event.code, event.reason))
+                stream._fail(StreamError(event.code, event.reason), remote=True)
         elif isinstance(event, PingAcknowledged):
             waiter = self._pongs.pop(event.payload, None)
             if waiter is not None and not waiter.done():
@@ -421,7 +444,7 @@ class Multiplexer:
         error = StreamError(code, reason)
         streams, self._streams = self._streams, {}
         for stream in streams.values():
-            stream._fail(error)
+            stream._fail(error, remote=True)
         while self._space_waiters:
             waiter = self._space_waiters.popleft()
             if not waiter.done():

@@ -52,7 +52,8 @@ class DataReceived(Event):
     """Body bytes for a stream; hand them on, then acknowledge them for credit."""
 
     stream_id: int
-    data: bytes
+    #: A read-only view into the received message; copy it to keep it long.
+    data: bytes | memoryview
     end_stream: bool
 
 

@@ -54,12 +54,12 @@ CONNECTION_FRAMES = frozenset({FrameType.HELLO, FrameType.WELCOME, FrameType.PIN
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded frame; ``payload`` is a copy, safe to keep."""
+    """One decoded frame (a DATA payload is a read-only view of the message)."""
 
     type: FrameType
     flags: Flag
     stream_id: int
-    payload: bytes
+    payload: bytes | memoryview
 
 
 def encode_header(frame_type: FrameType, flags: int, stream_id: int, length: int) -> bytes:
@@ -110,13 +110,15 @@ class FrameDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Frame]:
-        """Add bytes and return every frame they complete, in order."""
-        if not self._buffer and len(data) >= FRAME_HEADER_SIZE:
-            # Fast path: parse straight from the message without copying it first.
-            view = memoryview(data)
-        else:
+        """Add bytes and return every frame they complete, in order.
+
+        DATA payloads are zero-copy views into the message (they keep it alive
+        until consumed); every other payload is a small ``bytes`` copy.
+        """
+        if self._buffer:
             self._buffer += data
-            view = memoryview(self._buffer)
+            data = bytes(self._buffer)
+        view = memoryview(data)
         frames: list[Frame] = []
         offset = 0
         end = len(view)
@@ -141,11 +143,10 @@ class FrameDecoder:
                 start = offset + FRAME_HEADER_SIZE
                 if end - start < length:
                     break
-                payload = bytes(view[start : start + length])
+                stop = start + length
+                payload = view[start:stop] if frame_type is FrameType.DATA else data[start:stop]
                 frames.append(Frame(frame_type, Flag(flags & 0x3), stream_id, payload))
-                offset = start + length
+                offset = stop
         finally:
-            rest = bytes(view[offset:]) if offset < end else b""
-            view.release()
-        self._buffer = bytearray(rest)
+            self._buffer = bytearray(data[offset:]) if offset < end else bytearray()
         return frames

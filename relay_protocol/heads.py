@@ -34,24 +34,32 @@ class RequestHead:
     headers: Headers = field(default_factory=list)
     #: Client address as the relay saw it; informational (the inspector shows it).
     remote_addr: str = ""
+    #: "websocket" when the public client asked to upgrade: the stream then carries
+    #: websocket messages (``wsmessages``) once the agent answers 101.
+    upgrade: str = ""
 
     def encode(self) -> bytes:
         """JSON payload for an OPEN frame."""
         flat = [item for pair in self.headers for item in pair]
-        return _encoder.encode({"m": self.method, "t": self.target, "h": flat, "r": self.remote_addr}).encode()
+        obj = {"m": self.method, "t": self.target, "h": flat, "r": self.remote_addr}
+        if self.upgrade:
+            obj["u"] = self.upgrade
+        return _encoder.encode(obj).encode()
 
     @classmethod
     def decode(cls, payload: bytes) -> RequestHead:
         """Parse and validate an OPEN payload; anything off is the peer's fault."""
         obj = _load(payload)
-        method, target, remote = obj.get("m"), obj.get("t"), obj.get("r", "")
+        method, target, remote, upgrade = obj.get("m"), obj.get("t"), obj.get("r", ""), obj.get("u", "")
         if not isinstance(method, str) or not _TOKEN.match(method):
             raise RemoteProtocolError(f"invalid request method {method!r}")
         if not isinstance(target, str) or not target or _FORBIDDEN_IN_TARGET.search(target):
             raise RemoteProtocolError("invalid request target")
         if not isinstance(remote, str):
             raise RemoteProtocolError("invalid remote address")
-        return cls(method, target, _headers(obj.get("h")), remote)
+        if upgrade not in ("", "websocket"):
+            raise RemoteProtocolError(f"unsupported upgrade {upgrade!r:.40}")
+        return cls(method, target, _headers(obj.get("h")), remote, upgrade)
 
 
 @dataclass(slots=True)

@@ -29,3 +29,26 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
         if name.lower() == "connection":
             named.update(token.strip().lower() for token in value.split(",") if token.strip())
     return [(name, value) for name, value in pairs if name.lower() not in named]
+
+
+#: Headers of the websocket opening handshake: each websocket hop makes its own.
+WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-accept",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    }
+)
+
+
+def is_websocket_upgrade(method: str, upgrade_header: str) -> bool:
+    """A GET asking to switch to the websocket protocol (RFC 6455 section 4.1)."""
+    return method == "GET" and "websocket" in upgrade_header.lower()
+
+
+def header_tokens(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
+    """Comma-separated tokens of every header called ``name``, in order."""
+    lname = name.lower()
+    return [t.strip() for k, v in headers if k.lower() == lname for t in v.split(",") if t.strip()]

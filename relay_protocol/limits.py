@@ -20,10 +20,10 @@ MAX_CONTROL_PAYLOAD = 16 * 1024
 
 #: Default receive window of one stream: the most body bytes the peer may send
 #: before we give credit back.  Bounds the memory one stream can pin.
-DEFAULT_STREAM_WINDOW = 1024 * 1024
+DEFAULT_STREAM_WINDOW = 4 * 1024 * 1024
 
 #: Default receive window of the whole connection, over all streams.
-DEFAULT_CONNECTION_WINDOW = 16 * 1024 * 1024
+DEFAULT_CONNECTION_WINDOW = 32 * 1024 * 1024
 
 #: Largest window a peer may announce or reach through credit (2**31 - 1, as HTTP/2).
 MAX_WINDOW = 2**31 - 1

@@ -93,7 +93,7 @@ class Session:
         #: Streams closed normally whose last bytes the application has not used yet.
         self._draining: dict[int, int] = {}
         self._urgent: deque[bytes] = deque()
-        self._data: deque[tuple[bytes, bytes]] = deque()
+        self._data: deque[tuple[bytes, bytes | memoryview]] = deque()
         self._pending = 0
         self._hello_sent = False
 
@@ -157,8 +157,11 @@ class Session:
         self._queue(FrameType.RESPONSE, Flag.END_STREAM if end_stream else 0, stream_id, head.encode())
         self._forget_if_closed(stream)
 
-    def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
-        """Queue body bytes; never more than ``send_window(stream_id)`` allows."""
+    def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False) -> None:
+        """Queue body bytes; never more than ``send_window(stream_id)`` allows.
+
+        The bytes are not copied until ``data_to_send``: don't mutate them before.
+        """
         stream = self._local_stream(stream_id)
         n = len(data)
         if n > min(stream.send_window.available, self._send_conn.available):
@@ -169,13 +172,18 @@ class Session:
         stream.send_window.spend(n)
         self._send_conn.spend(n)
         flags = Flag.END_STREAM if end_stream else 0
-        view = memoryview(data)
-        for start in range(0, max(n, 1), DATA_CHUNK_SIZE):
-            piece = bytes(view[start : start + DATA_CHUNK_SIZE])
-            last = start + DATA_CHUNK_SIZE >= n
-            header = f.encode_header(FrameType.DATA, flags if last else 0, stream_id, len(piece))
-            self._data.append((header, piece))
-            self._pending += len(header) + len(piece)
+        if n <= DATA_CHUNK_SIZE:
+            header = f.encode_header(FrameType.DATA, flags, stream_id, n)
+            self._data.append((header, data))
+            self._pending += len(header) + n
+        else:
+            view = memoryview(data)
+            for start in range(0, n, DATA_CHUNK_SIZE):
+                piece = view[start : start + DATA_CHUNK_SIZE]
+                last = start + DATA_CHUNK_SIZE >= n
+                header = f.encode_header(FrameType.DATA, flags if last else 0, stream_id, len(piece))
+                self._data.append((header, piece))
+                self._pending += len(header) + len(piece)
         self._forget_if_closed(stream)
 
     def end_stream(self, stream_id: int) -> None:

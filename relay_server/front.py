@@ -4,7 +4,9 @@ Each public request opens a stream on its tunnel's connection.  The request
 body is pumped into the stream as it arrives (``stream.write`` waits for
 credit, and aiohttp stops reading the socket when we stop reading the body,
 so a slow agent slows the uploader, never our memory).  The response head
-and body are written to the caller as the agent sends them.
+and body are written to the caller as the agent sends them.  A websocket
+upgrade is accepted only once the local server has accepted it, then the
+two websocket hops are bridged message by message.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from aiohttp import web
 
 from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode, LocalProtocolError
-from relay_protocol.heads import RequestHead
-from relay_protocol.httpheaders import strip_hop_by_hop
+from relay_protocol.heads import RequestHead, ResponseHead
+from relay_protocol.httpheaders import WEBSOCKET_HANDSHAKE, header_tokens, is_websocket_upgrade, strip_hop_by_hop
+from relay_protocol.wsbridge import bridge
+from relay_protocol.wsmessages import MAX_WS_MESSAGE
 from relay_server.config import RelayConfig
 from relay_server.pages import error_response
 from relay_server.tunnel import Tunnel
 
 log = logging.getLogger("relay_server.front")
 
-#: Incoming headers that only a trusted proxy may set; from anyone else we replace them.
+#: Incoming headers that only a trusted proxy may set; from anyone else we drop them.
 _FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
 
 
@@ -39,18 +43,18 @@ def _decode(raw: bytes) -> str:
 def request_head(request: web.BaseRequest, config: RelayConfig, scheme: str = "http") -> RequestHead:
     """The stream head for a public request: hop-by-hop gone, X-Forwarded-* set by us."""
     peer = request.remote or ""
-    trusted = config.is_trusted_proxy(peer)
     headers = strip_hop_by_hop((_decode(k), _decode(v)) for k, v in request.raw_headers)
     prior_for = prior_proto = None
-    if trusted:
+    if config.is_trusted_proxy(peer):
         prior_for = request.headers.get("X-Forwarded-For")
         prior_proto = request.headers.get("X-Forwarded-Proto")
+        headers = [(k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-proto")]
     else:
         headers = [(k, v) for k, v in headers if k.lower() not in _FORWARDED]
-    headers = [(k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")]
     headers.append(("X-Forwarded-For", f"{prior_for}, {peer}" if prior_for else peer))
     headers.append(("X-Forwarded-Proto", prior_proto or scheme))
-    headers.append(("X-Forwarded-Host", request.headers.get("Host", "")))
+    if not any(k.lower() == "x-forwarded-host" for k, _ in headers):
+        headers.append(("X-Forwarded-Host", request.headers.get("Host", "")))
     return RequestHead(request.method, request.raw_path, headers, peer)
 
 
@@ -69,20 +73,43 @@ async def _pump_request_body(request: web.BaseRequest, stream: MuxStream) -> Non
 async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig) -> web.StreamResponse:
     """Answer one public request through the tunnel."""
     tunnel.requests += 1
-    has_body = request.body_exists
+    websocket = is_websocket_upgrade(request.method, request.headers.get("Upgrade", ""))
+    head = request_head(request, config)
+    if websocket:
+        head.upgrade = "websocket"
+    has_body = request.body_exists and not websocket
     try:
-        stream = tunnel.mux.open_stream(request_head(request, config), end_stream=not has_body)
+        stream = tunnel.mux.open_stream(head, end_stream=not has_body and not websocket)
     except LocalProtocolError as exc:
         if exc.code == ErrorCode.TOO_MANY_STREAMS:
             return error_response(
-                request, 503, "too-many-requests", "Tunnel busy", f"The tunnel {tunnel.name} has too many requests in flight; retry shortly."
+                request,
+                503,
+                "too-many-requests",
+                "Tunnel busy",
+                f"The tunnel {tunnel.name} has too many requests in flight; retry shortly.",
             )
         return _offline(request, tunnel.name)
     except StreamError:
         return _offline(request, tunnel.name)
     upload = asyncio.create_task(_pump_request_body(request, stream)) if has_body else None
     try:
-        return await _relay_response(request, tunnel, stream, config)
+        try:
+            response_head = await asyncio.wait_for(asyncio.shield(stream.response), config.response_timeout)
+        except asyncio.TimeoutError:
+            stream.reset(ErrorCode.TIMEOUT, "no response in time")
+            return error_response(
+                request,
+                504,
+                "agent-timeout",
+                "Tunnel timed out",
+                f"The agent for {tunnel.name} did not answer within {config.response_timeout:g} seconds.",
+            )
+        except StreamError as exc:
+            return _stream_failed(request, tunnel, exc)
+        if websocket and response_head.status == 101:
+            return await _bridge_websocket(request, stream, response_head)
+        return await _write_response(request, tunnel, stream, response_head)
     finally:
         if upload is not None and not upload.done():
             upload.cancel()
@@ -90,23 +117,10 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
         stream.release(ErrorCode.CANCEL, "public client went away")
 
 
-async def _relay_response(
-    request: web.BaseRequest, tunnel: Tunnel, stream: MuxStream, config: RelayConfig
+async def _write_response(
+    request: web.BaseRequest, tunnel: Tunnel, stream: MuxStream, head: ResponseHead
 ) -> web.StreamResponse:
-    try:
-        head = await asyncio.wait_for(asyncio.shield(stream.response), config.response_timeout)
-    except asyncio.TimeoutError:
-        stream.reset(ErrorCode.TIMEOUT, "no response in time")
-        return error_response(
-            request,
-            504,
-            "agent-timeout",
-            "Tunnel timed out",
-            f"The agent for {tunnel.name} did not answer within {config.response_timeout:g} seconds.",
-        )
-    except StreamError as exc:
-        return _stream_failed(request, tunnel, exc)
-
+    """Send the agent's response head, then its body chunk by chunk as it arrives."""
     response = web.StreamResponse(status=head.status, reason=head.reason or None)
     for name, value in strip_hop_by_hop(head.headers):
         response.headers.add(name, value)
@@ -122,6 +136,21 @@ async def _relay_response(
         return response
     await response.write_eof()
     return response
+
+
+async def _bridge_websocket(request: web.BaseRequest, stream: MuxStream, head: ResponseHead) -> web.StreamResponse:
+    """The local server accepted the upgrade: accept the public client's, then pump messages."""
+    protocols = header_tokens(head.headers, "Sec-WebSocket-Protocol")[:1]
+    deflate = any(t.startswith("permessage-deflate") for t in header_tokens(head.headers, "Sec-WebSocket-Extensions"))
+    ws = web.WebSocketResponse(
+        protocols=protocols, autoping=False, autoclose=True, compress=deflate, max_msg_size=MAX_WS_MESSAGE
+    )
+    for name, value in strip_hop_by_hop(head.headers):
+        if name.lower() not in WEBSOCKET_HANDSHAKE:
+            ws.headers.add(name, value)
+    await ws.prepare(request)
+    await bridge(ws, stream)
+    return ws
 
 
 def _abort(request: web.BaseRequest) -> None:

@@ -57,7 +57,12 @@ class AgentEndpoint:
             return _json_error(400, "websocket-required", "this endpoint takes a websocket upgrade")
         await ws.prepare(request)
         transport = AiohttpTransport(ws)
-        session = Session(Role.RELAY, max_streams=self.config.max_streams)
+        session = Session(
+            Role.RELAY,
+            stream_window=self.config.stream_window,
+            connection_window=self.config.connection_window,
+            max_streams=self.config.max_streams,
+        )
         try:
             hello = await self._receive_hello(session, transport)
             tunnel = await self._register(request, session, transport, hello, record)

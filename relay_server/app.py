@@ -68,6 +68,9 @@ class Relay:
             tunnel = self.registry.lookup(name)
             if tunnel is None:
                 return tunnel_offline(request, name)
+            refusal = self._check_limits(request)
+            if refusal is not None:
+                return refusal
             return await forward(request, tunnel, self.config)
         path = request.path
         if path == CONNECT_PATH:
@@ -88,6 +91,21 @@ class Relay:
             "Not a tunnel",
             f"This is a localrelay relay. Tunnels answer at {self.config.public_url('NAME')}.",
         )
+
+    def _check_limits(self, request: web.BaseRequest) -> web.Response | None:
+        """414 / 431 for requests past the configured size limits (before they reach an agent)."""
+        if len(request.raw_path) > self.config.max_url_bytes:
+            return error_response(
+                request, 414, "uri-too-long", "URI too long",
+                f"The request target is longer than this relay's limit of {self.config.max_url_bytes} bytes.",
+            )
+        size = sum(len(k) + len(v) for k, v in request.raw_headers)
+        if size > self.config.max_header_bytes:
+            return error_response(
+                request, 431, "headers-too-large", "Request headers too large",
+                f"The request headers total {size} bytes, over this relay's limit of {self.config.max_header_bytes}.",
+            )
+        return None
 
     async def _on_shutdown(self, app: web.Application) -> None:
         """Tell every agent we are going away so it reconnects to the next process."""

@@ -12,7 +12,15 @@ from typing import Annotated, Any, Optional
 import typer
 
 from relay_server import __version__
-from relay_server.config import DEFAULT_RESPONSE_TIMEOUT, RelayConfig, default_data_dir
+from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, MAX_WINDOW, MIN_WINDOW
+from relay_server.config import (
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_URL_BYTES,
+    DEFAULT_RESPONSE_TIMEOUT,
+    RelayConfig,
+    default_data_dir,
+)
 from relay_server.names import InvalidName, validate_name
 from relay_server.tokens import TokenStore, TokenStoreError
 
@@ -94,6 +102,19 @@ def serve(
     public_port: Annotated[
         Optional[int], typer.Option(min=1, max=65535, help="Port shown in public URLs, if a proxy maps another port to ours.")
     ] = None,
+    max_streams: Annotated[
+        int, typer.Option(min=1, help="Requests in flight per tunnel; more are answered 503 at once.")
+    ] = DEFAULT_MAX_STREAMS,
+    max_url_bytes: Annotated[int, typer.Option(min=256, help="Longest request target; longer gets 414.")] = DEFAULT_MAX_URL_BYTES,
+    max_header_bytes: Annotated[
+        int, typer.Option(min=1024, help="Most request header bytes; more gets 431.")
+    ] = DEFAULT_MAX_HEADER_BYTES,
+    stream_window: Annotated[
+        int, typer.Option(min=MIN_WINDOW, max=MAX_WINDOW, help="Flow-control window per stream (bytes in flight).")
+    ] = DEFAULT_STREAM_WINDOW,
+    connection_window: Annotated[
+        int, typer.Option(min=MIN_WINDOW, max=MAX_WINDOW, help="Flow-control window per agent connection.")
+    ] = DEFAULT_CONNECTION_WINDOW,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the public relay."""
@@ -117,6 +138,11 @@ def serve(
         response_timeout=response_timeout,
         trusted_proxies=proxies,
         public_port=public_port,
+        max_streams=max_streams,
+        max_url_bytes=max_url_bytes,
+        max_header_bytes=max_header_bytes,
+        stream_window=stream_window,
+        connection_window=connection_window,
     )
     from relay_server.serve import StartupError, serve as run_relay
     from relay_protocol.eventloop import run

@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Seconds the relay waits for an agent's first response byte before answering 504.
@@ -22,6 +24,15 @@ MAX_AGENT_MESSAGE = 4 * 1024 * 1024
 
 #: Seconds in-flight requests get to finish when the relay stops.
 SHUTDOWN_GRACE = 5.0
+
+#: Longest request target (path + query) forwarded; longer gets 414.
+DEFAULT_MAX_URL_BYTES = 16 * 1024
+
+#: Most header bytes (names + values) in one public request; more gets 431.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+
+#: Requests in flight on one tunnel; more get 503 at once instead of queueing.
+DEFAULT_MAX_STREAMS = 1000
 
 
 def default_data_dir() -> Path:
@@ -43,7 +54,12 @@ class RelayConfig:
     trusted_proxies: list[IPNetwork] = field(default_factory=list)
     #: Port shown in public URLs (when a proxy or NAT maps another port to ours).
     public_port: int | None = None
-    max_streams: int = 1000
+    max_streams: int = DEFAULT_MAX_STREAMS
+    max_url_bytes: int = DEFAULT_MAX_URL_BYTES
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    #: Receive windows the relay announces to agents (bytes a stream/connection may have in flight).
+    stream_window: int = DEFAULT_STREAM_WINDOW
+    connection_window: int = DEFAULT_CONNECTION_WINDOW
 
     @property
     def advertised_port(self) -> int:

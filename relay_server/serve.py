@@ -14,10 +14,9 @@ from relay_server.config import SHUTDOWN_GRACE, RelayConfig
 
 log = logging.getLogger("relay_server")
 
-#: Largest request line / header line accepted from public clients (aiohttp's
-#: defaults are 8 KiB; long OAuth URLs and cookies need more).
-MAX_LINE_SIZE = 16 * 1024
-MAX_FIELD_SIZE = 16 * 1024
+#: aiohttp's own hard limits sit above ours, so that our configured limits
+#: answer with 414/431 and a clear page; past these aiohttp answers 400.
+PARSER_SLACK = 1024
 
 
 class StartupError(Exception):
@@ -42,8 +41,8 @@ async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> None
         handle_signals=False,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_GRACE,
-        max_line_size=MAX_LINE_SIZE,
-        max_field_size=MAX_FIELD_SIZE,
+        max_line_size=config.max_url_bytes + PARSER_SLACK,
+        max_field_size=config.max_header_bytes + PARSER_SLACK,
     )
     await runner.setup()
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from relay_client.connection import AgentConnection, open_connection
 from relay_client.errors import AgentError, FatalError, RetryableError
+from relay_client.exchange import DEFAULT_CAPTURE_LIMIT, Observer
 from relay_client.forwarder import Forwarder, make_local_session
 from relay_client.reconnect import Backoff
 from relay_client.resolver import LoopbackResolver
@@ -29,6 +30,9 @@ class AgentConfig:
     token: str | None = None
     subdomain: str | None = None
     cacert: str | None = None
+    #: "preserve", "rewrite" (to the local host:port) or a literal Host value.
+    host_header: str = "preserve"
+    capture_limit: int = DEFAULT_CAPTURE_LIMIT
 
 
 @dataclass(slots=True)
@@ -49,6 +53,7 @@ class Agent:
     config: AgentConfig
     #: Called with the public URL each time the tunnel is (re)established.
     on_ready: Callable[[str], None] | None = None
+    observers: list[Observer] = field(default_factory=list)
     state: TunnelState = field(default_factory=TunnelState)
 
     def __post_init__(self) -> None:
@@ -68,7 +73,13 @@ class Agent:
         """Serve until ``stop()``; raise FatalError (or RetryableError before the first connect)."""
         ssl_context = self._ssl_context()
         async with make_local_session(LoopbackResolver()) as http:
-            forwarder = Forwarder(self.config.target, http)
+            forwarder = Forwarder(
+                self.config.target,
+                http,
+                observers=self.observers,
+                host_header=self.config.host_header,
+                capture_limit=self.config.capture_limit,
+            )
             try:
                 await self._loop(forwarder, ssl_context)
             finally:

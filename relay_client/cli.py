@@ -12,6 +12,7 @@ import typer
 
 from relay_client import __version__
 from relay_client.agent import Agent, AgentConfig
+from relay_client.console import ConsoleLog
 from relay_client.errors import AgentError
 from relay_client.target import TargetError, parse_target
 
@@ -53,11 +54,22 @@ def http(
     token: Annotated[Optional[str], typer.Option(envvar="RELAY_TOKEN", help="Agent token from 'relay-server token create'.")] = None,
     subdomain: Annotated[Optional[str], typer.Option(help="Requested name (default: assigned by the relay).")] = None,
     cacert: Annotated[Optional[str], typer.Option(help="Trust this CA file for the relay's certificate.")] = None,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log every proxied request.")] = False,
+    host_header: Annotated[
+        str,
+        typer.Option(help="Host sent to the local server: preserve, rewrite (to the local host:port) or a literal value."),
+    ] = "preserve",
+    log_format: Annotated[str, typer.Option(help="Console format: text or json (one object a line).")] = "text",
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Also print every request and response head.")
+    ] = False,
 ) -> None:
-    """Expose a local HTTP server at a public URL."""
+    """Expose a local HTTP server at a public URL.
+
+    Prints `Forwarding <public_url> -> <local_url>` once the tunnel is up, then
+    one line per proxied request.
+    """
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
@@ -68,13 +80,20 @@ def http(
         target = parse_target(port_or_url)
     except TargetError as exc:
         _fail(str(exc), 2)
+    if log_format not in ("text", "json"):
+        _fail(f"--log-format must be text or json, not {log_format!r}", 2)
+    if not host_header.strip() or any(c in host_header for c in "\r\n"):
+        _fail("--host-header must be preserve, rewrite or a host name", 2)
     servers = server or ["http://localhost:8080"]
-    config = AgentConfig(target=target, servers=servers, token=token, subdomain=subdomain, cacert=cacert)
+    config = AgentConfig(
+        target=target, servers=servers, token=token, subdomain=subdomain, cacert=cacert, host_header=host_header
+    )
 
     def announce(public_url: str) -> None:
         print(f"Forwarding {public_url} -> {target.origin}", flush=True)
 
-    agent = Agent(config, on_ready=announce)
+    console = ConsoleLog(fmt=log_format, verbose=verbose, host_header=host_header)
+    agent = Agent(config, on_ready=announce, observers=[console])
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

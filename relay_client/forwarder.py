@@ -4,19 +4,20 @@ The agent only ever talks to its configured origin: the relay sends a path
 (``/...`` or ``*``), never a URL, and anything else is refused, so a
 compromised relay cannot make the agent fetch other hosts (no SSRF).
 Bodies stream both ways and are never decompressed or re-encoded.
+Observers (console log, inspector) see each exchange as it happens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from relay_client.exchange import DEFAULT_CAPTURE_LIMIT, Exchange, Observer
 from relay_client.target import LocalTarget
 from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode
@@ -30,8 +31,11 @@ log = logging.getLogger("relay_client.forward")
 #: Headers aiohttp adds on its own that the public client did not send.
 _NO_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
-#: Connections kept open to the local server (0 would mean unlimited).
+#: Connections kept open to the local server.
 LOCAL_CONNECTION_LIMIT = 256
+
+#: Responses that never have a body, whatever their headers say.
+_BODYLESS = frozenset({204, 304})
 
 
 def _decode(raw: bytes) -> str:
@@ -57,9 +61,19 @@ def make_local_session(resolver: aiohttp.abc.AbstractResolver | None = None) -> 
 class Forwarder:
     """Turns streams into local requests; one per agent process."""
 
-    def __init__(self, target: LocalTarget, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        target: LocalTarget,
+        session: aiohttp.ClientSession,
+        observers: Sequence[Observer] = (),
+        host_header: str = "preserve",
+        capture_limit: int = DEFAULT_CAPTURE_LIMIT,
+    ) -> None:
         self.target = target
         self.session = session
+        self.observers = list(observers)
+        self.host_header = host_header
+        self.capture_limit = capture_limit
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, stream: MuxStream) -> None:
@@ -76,65 +90,87 @@ class Forwarder:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _local_headers(self, headers: list[tuple[str, str]]) -> CIMultiDict[str]:
+        out: CIMultiDict[str] = CIMultiDict(strip_hop_by_hop(headers))
+        if self.host_header != "preserve":
+            value = self.target.host_port if self.host_header == "rewrite" else self.host_header
+            out.popall("Host", None)
+            out["Host"] = value
+        return out
+
     async def handle(self, stream: MuxStream) -> None:
         """Forward one request and stream its answer back."""
         head = stream.request
         assert head is not None
-        started = time.monotonic()
         if not (head.target.startswith("/") or head.target == "*"):
             stream.reset(ErrorCode.PROTOCOL_ERROR, "request target must be a path")
             log.warning("refused request target %r: not a path", head.target[:200])
             return
-        url = URL(self.target.origin + head.target, encoded=True)
-        headers: CIMultiDict[str] = CIMultiDict(strip_hop_by_hop(head.headers))
-        body = None if stream.at_eof or head.upgrade else _body(stream)
-        status = 0
+        exchange = Exchange(
+            head.method, head.target, head.headers, head.remote_addr, capture_limit=self.capture_limit
+        )
+        exchange.websocket = head.upgrade == "websocket"
+        self._notify("request_started", exchange)
         try:
-            if head.upgrade == "websocket":
-                await self._websocket(stream, url, headers)
-                return
-            async with self.session.request(
-                head.method, url, headers=headers, data=body, allow_redirects=False, compress=None
-            ) as response:
-                status = response.status
-                pairs = strip_hop_by_hop((_decode(k), _decode(v)) for k, v in response.raw_headers)
-                empty = head.method == "HEAD" or status in (204, 304) or 100 <= status < 200
-                stream.send_response(ResponseHead(status, response.reason or "", pairs), end_stream=empty)
-                if not empty:
-                    async for chunk in response.content.iter_any():
-                        await stream.write(chunk)
-                    stream.end()
+            await self._forward(stream, exchange)
         except StreamError as exc:
-            log.debug("stream %s ended by relay: %s", stream.id, exc)
+            exchange.finish(f"public client went away ({exc})")
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else str(exc)
-            stream.reset(
-                ErrorCode.LOCAL_UNREACHABLE,
-                f"The agent could not reach the local server at {self.target.origin}: {reason}. Is it running?",
-            )
-            log.warning("local server %s unreachable: %s", self.target.origin, reason)
+            message = f"The agent could not reach the local server at {self.target.origin}: {reason}. Is it running?"
+            stream.reset(ErrorCode.LOCAL_UNREACHABLE, message)
+            exchange.finish(f"local server unreachable: {reason}")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             message = str(exc) or type(exc).__name__
             stream.reset(ErrorCode.LOCAL_ERROR, f"The local server at {self.target.origin} failed: {message}")
-            log.warning("%s %s: local server failed: %s", head.method, head.target[:200], message)
+            exchange.finish(f"local server failed: {message}")
         except asyncio.CancelledError:
-            # The relay reset the stream (public client gone) or the agent is stopping:
-            # leaving the request context closes the local connection, which tells
+            # The relay reset the stream (public client gone) or the agent is stopping.
+            # Leaving the request context closes the local connection, which tells
             # the local server its request was abandoned.
             reset_by_relay = stream.error is not None
             stream.release(ErrorCode.CANCEL, "agent shutting down")
+            exchange.finish("cancelled: public client went away" if reset_by_relay else "cancelled: agent stopping")
+            self._notify("finished", exchange)
             if not reset_by_relay:
                 raise
-            log.debug("stream %s cancelled by the relay: %s", stream.id, stream.error)
-        else:
-            log.debug(
-                "%s %s -> %d in %.1f ms", head.method, head.target[:200], status, (time.monotonic() - started) * 1000
-            )
+            return
         finally:
             stream.release(ErrorCode.CANCEL, "request abandoned")
+        exchange.finish()
+        self._notify("finished", exchange)
 
+    async def _forward(self, stream: MuxStream, exchange: Exchange) -> None:
+        head = stream.request
+        assert head is not None
+        url = URL(self.target.origin + head.target, encoded=True)
+        headers = self._local_headers(head.headers)
+        if exchange.websocket:
+            await self._websocket(stream, exchange, url, headers)
+            return
+        body = None if stream.at_eof else _body(stream, exchange)
+        async with self.session.request(
+            head.method, url, headers=headers, data=body, allow_redirects=False, compress=None
+        ) as response:
+            status = response.status
+            pairs = strip_hop_by_hop((_decode(k), _decode(v)) for k, v in response.raw_headers)
+            exchange.status, exchange.reason, exchange.response_headers = status, response.reason or "", pairs
+            self._notify("response_started", exchange)
+            empty = head.method == "HEAD" or status in _BODYLESS or 100 <= status < 200
+            if empty:
+                stream.send_response(ResponseHead(status, exchange.reason, pairs), end_stream=True)
+                return
+            stream.send_response(ResponseHead(status, exchange.reason, pairs))
+            content = response.content
+            ended = False
+            async for chunk in content.iter_any():
+                exchange.add_response_body(chunk)
+                ended = content.at_eof()  # last chunk: carry END_STREAM on it, saving a frame
+                await stream.write(chunk, end=ended)
+            if not ended:
+                stream.end()
 
-    async def _websocket(self, stream: MuxStream, url: URL, headers: CIMultiDict[str]) -> None:
+    async def _websocket(self, stream: MuxStream, exchange: Exchange, url: URL, headers: CIMultiDict[str]) -> None:
         """Open the local websocket with the public client's offer; answer 101 only if it accepts."""
         pairs = list(headers.items())
         protocols = header_tokens(pairs, "Sec-WebSocket-Protocol")
@@ -154,7 +190,9 @@ class Forwarder:
         except aiohttp.WSServerHandshakeError as exc:
             # Refused (404, 403, no upgrade support): the public client gets that answer.
             answer = [(k, v) for k, v in (exc.headers or {}).items() if k.lower() not in WEBSOCKET_HANDSHAKE]
-            stream.send_response(ResponseHead(exc.status or 502, exc.message or "", strip_hop_by_hop(answer)), True)
+            exchange.status, exchange.reason = exc.status or 502, exc.message or ""
+            self._notify("response_started", exchange)
+            stream.send_response(ResponseHead(exchange.status, exchange.reason, strip_hop_by_hop(answer)), True)
             return
         try:
             answer = []
@@ -162,13 +200,23 @@ class Forwarder:
                 answer.append(("Sec-WebSocket-Protocol", ws.protocol))
             if ws.compress:
                 answer.append(("Sec-WebSocket-Extensions", "permessage-deflate"))
+            exchange.status, exchange.reason, exchange.response_headers = 101, "Switching Protocols", answer
+            self._notify("response_started", exchange)
             stream.send_response(ResponseHead(101, "Switching Protocols", answer))
             await bridge(ws, stream)
         finally:
             await ws.close()
 
+    def _notify(self, event: str, exchange: Exchange) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(exchange)
+            except Exception:  # an observer bug must never break forwarding
+                log.exception("observer %r failed on %s", observer, event)
 
-async def _body(stream: MuxStream) -> AsyncIterator[bytes]:
+
+async def _body(stream: MuxStream, exchange: Exchange) -> AsyncIterator[bytes | memoryview]:
     """The public request body, chunk by chunk, as the relay delivers it."""
     while chunk := await stream.read():
+        exchange.add_request_body(chunk)
         yield chunk

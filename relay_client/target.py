@@ -19,10 +19,15 @@ class LocalTarget:
     port: int
 
     @property
+    def host_port(self) -> str:
+        """``host:port`` as a Host header names it (IPv6 bracketed)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
     def origin(self) -> str:
         """``http://host:port`` (IPv6 hosts bracketed)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{self.host_port}"
 
 
 def parse_target(value: str) -> LocalTarget:

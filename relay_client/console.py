@@ -1,0 +1,103 @@
+"""The agent's console: one access-log line per proxied request, text or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TextIO
+
+from relay_client.exchange import Exchange
+
+#: Statuses with which dev servers reject an unexpected Host (Vite, MCP SDK servers...).
+_HOST_REJECTIONS = {421, 403}
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n}B"
+
+
+class ConsoleLog:
+    """Observer that prints each finished exchange (and heads with ``verbose``)."""
+
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        fmt: str = "text",
+        verbose: bool = False,
+        host_header: str = "preserve",
+    ) -> None:
+        self.out = out or sys.stdout
+        self.fmt = fmt
+        self.verbose = verbose
+        self.host_header = host_header
+        self._host_hint_shown = False
+
+    def request_started(self, exchange: Exchange) -> None:
+        """With -v: the request head."""
+        if self.verbose and self.fmt == "text":
+            lines = [f"> {exchange.method} {exchange.target}"] + [f"> {k}: {v}" for k, v in exchange.request_headers]
+            self._write("\n".join(lines))
+
+    def response_started(self, exchange: Exchange) -> None:
+        """With -v: the response head; always: the Host-rejection hint."""
+        if self.verbose and self.fmt == "text":
+            lines = [f"< {exchange.status} {exchange.reason}"] + [f"< {k}: {v}" for k, v in exchange.response_headers]
+            self._write("\n".join(lines))
+        if exchange.status in _HOST_REJECTIONS and self.host_header == "preserve" and not self._host_hint_shown:
+            self._host_hint_shown = True
+            self._hint(
+                f"the local server answered {exchange.status} to Host "
+                f"{_header(exchange.request_headers, 'Host')!r}; if it only accepts its own host name "
+                "(Vite, MCP SDK servers do), restart with --host-header rewrite"
+            )
+
+    def finished(self, exchange: Exchange) -> None:
+        """One line per exchange."""
+        duration_ms = (exchange.duration or 0.0) * 1000
+        if self.fmt == "json":
+            record = {
+                "time": exchange.started,
+                "id": exchange.id,
+                "method": exchange.method,
+                "path": exchange.target,
+                "status": exchange.status,
+                "duration_ms": round(duration_ms, 2),
+                "bytes_in": exchange.request_bytes,
+                "bytes_out": exchange.response_bytes,
+                "remote_addr": exchange.remote_addr,
+            }
+            if exchange.error:
+                record["error"] = exchange.error
+            self._write(json.dumps(record))
+            return
+        stamp = time.strftime("%H:%M:%S", time.localtime(exchange.started))
+        status = str(exchange.status) if exchange.status is not None else "---"
+        line = (
+            f"{stamp} {exchange.method:<7} {exchange.target[:120]:<40} {status} "
+            f"{duration_ms:8.1f}ms {_size(exchange.response_bytes):>8}"
+        )
+        if exchange.error:
+            line += f"  ({exchange.error})"
+        self._write(line)
+
+    def _hint(self, message: str) -> None:
+        if self.fmt == "json":
+            self._write(json.dumps({"time": time.time(), "level": "warning", "message": message}))
+        else:
+            print(f"hint: {message}", file=sys.stderr, flush=True)
+
+    def _write(self, text: str) -> None:
+        try:
+            print(text, file=self.out, flush=True)
+        except (BrokenPipeError, ValueError):  # stdout closed: keep forwarding anyway
+            pass
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str:
+    lname = name.lower()
+    return next((v for k, v in headers if k.lower() == lname), "")

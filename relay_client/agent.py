@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import ssl
@@ -33,6 +34,21 @@ class AgentConfig:
     #: "preserve", "rewrite" (to the local host:port) or a literal Host value.
     host_header: str = "preserve"
     capture_limit: int = DEFAULT_CAPTURE_LIMIT
+    rewrite_urls: bool = False
+    cors: bool = False
+    #: "user:password" the relay demands from public callers (sent to it hashed).
+    basic_auth: str | None = None
+    #: CIDRs of public callers the relay lets through (empty: anyone).
+    allow_ip: list[str] = field(default_factory=list)
+
+    def relay_options(self) -> dict:
+        """Access rules for the relay to enforce, as HELLO options."""
+        options: dict = {}
+        if self.basic_auth is not None:
+            options["basic_auth"] = hashlib.sha256(self.basic_auth.encode("utf-8")).hexdigest()
+        if self.allow_ip:
+            options["allow_ip"] = list(self.allow_ip)
+        return options
 
 
 @dataclass(slots=True)
@@ -79,6 +95,9 @@ class Agent:
                 observers=self.observers,
                 host_header=self.config.host_header,
                 capture_limit=self.config.capture_limit,
+                rewrite_urls=self.config.rewrite_urls,
+                cors=self.config.cors,
+                public_url=lambda: self.state.public_url,
             )
             try:
                 await self._loop(forwarder, ssl_context)
@@ -107,6 +126,7 @@ class Agent:
                     agent_key=self._agent_key,
                     on_stream=forwarder.start,
                     ssl_context=ssl_context,
+                    options=self.config.relay_options(),
                 )
             except RetryableError as exc:
                 failures_this_round += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import sys
@@ -58,6 +59,17 @@ def http(
         str,
         typer.Option(help="Host sent to the local server: preserve, rewrite (to the local host:port) or a literal value."),
     ] = "preserve",
+    rewrite_urls: Annotated[
+        bool,
+        typer.Option(help="Rewrite http://localhost:PORT to the public URL in plugin manifests, OpenAPI and OAuth documents."),
+    ] = False,
+    cors: Annotated[bool, typer.Option(help="Answer CORS preflights and add CORS headers for the local server.")] = False,
+    basic_auth: Annotated[
+        Optional[str], typer.Option(metavar="USER:PASS", help="Require these credentials at the relay for this tunnel.")
+    ] = None,
+    allow_ip: Annotated[
+        Optional[list[str]], typer.Option(metavar="CIDR", help="Allow only these client addresses (repeatable).")
+    ] = None,
     log_format: Annotated[str, typer.Option(help="Console format: text or json (one object a line).")] = "text",
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Also print every request and response head.")
@@ -84,9 +96,25 @@ def http(
         _fail(f"--log-format must be text or json, not {log_format!r}", 2)
     if not host_header.strip() or any(c in host_header for c in "\r\n"):
         _fail("--host-header must be preserve, rewrite or a host name", 2)
+    if basic_auth is not None and (":" not in basic_auth or not basic_auth.split(":", 1)[0]):
+        _fail("--basic-auth must be USER:PASS", 2)
+    for cidr in allow_ip or []:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            _fail(f"--allow-ip: {exc}", 2)
     servers = server or ["http://localhost:8080"]
     config = AgentConfig(
-        target=target, servers=servers, token=token, subdomain=subdomain, cacert=cacert, host_header=host_header
+        target=target,
+        servers=servers,
+        token=token,
+        subdomain=subdomain,
+        cacert=cacert,
+        host_header=host_header,
+        rewrite_urls=rewrite_urls,
+        cors=cors,
+        basic_auth=basic_auth,
+        allow_ip=list(allow_ip or []),
     )
 
     def announce(public_url: str) -> None:

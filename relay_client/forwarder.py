@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from relay_client.cors import add_cors_headers, is_preflight, preflight_answer
 from relay_client.exchange import DEFAULT_CAPTURE_LIMIT, Exchange, Observer
+from relay_client.rewrite import MAX_REWRITE_BODY, REWRITTEN_HEADERS, UrlRewriter
 from relay_client.target import LocalTarget
 from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode
@@ -68,12 +70,18 @@ class Forwarder:
         observers: Sequence[Observer] = (),
         host_header: str = "preserve",
         capture_limit: int = DEFAULT_CAPTURE_LIMIT,
+        rewrite_urls: bool = False,
+        cors: bool = False,
+        public_url: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.target = target
         self.session = session
         self.observers = list(observers)
         self.host_header = host_header
         self.capture_limit = capture_limit
+        self.rewriter = UrlRewriter(target) if rewrite_urls else None
+        self.cors = cors
+        self.public_url = public_url
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, stream: MuxStream) -> None:
@@ -148,20 +156,49 @@ class Forwarder:
         if exchange.websocket:
             await self._websocket(stream, exchange, url, headers)
             return
+        if self.cors and is_preflight(head.method, head.headers):
+            answer = preflight_answer(head.headers)
+            exchange.status, exchange.reason, exchange.response_headers = 204, "No Content", answer
+            self._notify("response_started", exchange)
+            stream.send_response(ResponseHead(204, "No Content", answer), end_stream=True)
+            return
         body = None if stream.at_eof else _body(stream, exchange)
         async with self.session.request(
             head.method, url, headers=headers, data=body, allow_redirects=False, compress=None
         ) as response:
             status = response.status
             pairs = strip_hop_by_hop((_decode(k), _decode(v)) for k, v in response.raw_headers)
+            public = self.public_url()
+            if self.rewriter is not None and public:
+                rewriter = self.rewriter
+                pairs = [(k, rewriter.rewrite_header(v, public) if k.lower() in REWRITTEN_HEADERS else v) for k, v in pairs]
+            if self.cors:
+                pairs = add_cors_headers(head.headers, pairs)
             exchange.status, exchange.reason, exchange.response_headers = status, response.reason or "", pairs
-            self._notify("response_started", exchange)
             empty = head.method == "HEAD" or status in _BODYLESS or 100 <= status < 200
             if empty:
+                self._notify("response_started", exchange)
                 stream.send_response(ResponseHead(status, exchange.reason, pairs), end_stream=True)
                 return
-            stream.send_response(ResponseHead(status, exchange.reason, pairs))
             content = response.content
+            prefix = b""
+            if self.rewriter is not None and public and self.rewriter.applies_to(head.target) and _identity(response):
+                prefix, complete = await _read_up_to(content, MAX_REWRITE_BODY)
+                if complete:
+                    document = self.rewriter.rewrite_body(head.target, prefix, public)
+                    pairs = [(k, v) for k, v in pairs if k.lower() != "content-length"]
+                    pairs.append(("Content-Length", str(len(document))))
+                    exchange.response_headers = pairs
+                    exchange.add_response_body(document)
+                    self._notify("response_started", exchange)
+                    stream.send_response(ResponseHead(status, exchange.reason, pairs))
+                    await stream.write(document, end=True)
+                    return
+            self._notify("response_started", exchange)
+            stream.send_response(ResponseHead(status, exchange.reason, pairs))
+            if prefix:  # too big to rewrite: what we read goes out untouched
+                exchange.add_response_body(prefix)
+                await stream.write(prefix)
             ended = False
             async for chunk in content.iter_any():
                 exchange.add_response_body(chunk)
@@ -213,6 +250,23 @@ class Forwarder:
                 getattr(observer, event)(exchange)
             except Exception:  # an observer bug must never break forwarding
                 log.exception("observer %r failed on %s", observer, event)
+
+
+def _identity(response: aiohttp.ClientResponse) -> bool:
+    """The body is not content-encoded (we never decompress, so only these are rewritten)."""
+    return response.headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
+
+
+async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """Read the body until its end or past ``limit``; True when it ended within the limit."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in content.iter_any():
+        parts.append(bytes(chunk))
+        size += len(chunk)
+        if size > limit:
+            return b"".join(parts), False
+    return b"".join(parts), True
 
 
 async def _body(stream: MuxStream, exchange: Exchange) -> AsyncIterator[bytes | memoryview]:

@@ -14,6 +14,7 @@ from relay_protocol.errors import ErrorCode
 from relay_protocol.events import ConnectionClosed, HelloReceived
 from relay_protocol.handshake import Hello, Welcome
 from relay_protocol.session import Role, Session
+from relay_server.access import AccessPolicy, InvalidAccessOptions
 from relay_server.config import HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, MAX_AGENT_MESSAGE, RelayConfig
 from relay_server.names import InvalidName, random_name, validate_name
 from relay_server.registry import NameTaken, Owner, TunnelRegistry
@@ -130,6 +131,10 @@ class AgentEndpoint:
         record: TokenRecord | None,
     ) -> Tunnel:
         name = self._choose_name(hello, record)
+        try:
+            access = AccessPolicy.from_options(hello.options)
+        except InvalidAccessOptions as exc:
+            raise Refused(ErrorCode.PROTOCOL_ERROR, str(exc)) from None
         owner = Owner(record.id if record else None, hello.agent_key or secrets.token_hex(8))
         mux = Multiplexer(session, transport)
         tunnel = Tunnel(
@@ -139,6 +144,7 @@ class AgentEndpoint:
             mux=mux,
             remote_addr=request.remote or "",
             client=hello.client,
+            access=access,
         )
         try:
             await self.registry.claim(tunnel)

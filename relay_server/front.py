@@ -72,9 +72,16 @@ async def _pump_request_body(request: web.BaseRequest, stream: MuxStream) -> Non
 
 async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig) -> web.StreamResponse:
     """Answer one public request through the tunnel."""
+    if not tunnel.access.open:
+        refusal = tunnel.access.check(request, config, tunnel.name)
+        if refusal is not None:
+            return refusal
     tunnel.requests += 1
     websocket = is_websocket_upgrade(request.method, request.headers.get("Upgrade", ""))
     head = request_head(request, config)
+    if tunnel.access.basic_auth_hash is not None:
+        # The tunnel's password is the relay's business, not the local server's.
+        head.headers = [(k, v) for k, v in head.headers if k.lower() != "authorization"]
     if websocket:
         head.upgrade = "websocket"
     has_body = request.body_exists and not websocket

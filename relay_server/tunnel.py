@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from relay_protocol.driver import Multiplexer
 from relay_protocol.errors import ErrorCode
+from relay_server.access import AccessPolicy
 from relay_server.registry import Owner
 
 
@@ -20,6 +21,7 @@ class Tunnel:
     mux: Multiplexer
     remote_addr: str = ""
     client: str = ""
+    access: AccessPolicy = field(default_factory=AccessPolicy)
     connected_at: float = field(default_factory=time.time)
     requests: int = 0
 

@@ -125,7 +125,12 @@ async def open_connection(
             f"relay {server} presented a certificate we do not trust ({exc.verify_message}); pass --cacert FILE for a private CA"
         ) from None
     except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if isinstance(exc, ConnectionRefusedError) or "Connect call failed" in str(exc):
+            reason = "connection refused (is the relay running, and is the port right?)"
+        elif isinstance(exc, asyncio.TimeoutError):
+            reason = f"no answer within {CONNECT_TIMEOUT:g}s"
+        else:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise RetryableError(f"cannot reach relay at {server}: {reason}") from None
 
     transport = WebsocketsTransport(ws)

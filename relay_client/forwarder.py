@@ -22,7 +22,7 @@ from relay_client.exchange import DEFAULT_CAPTURE_LIMIT, Exchange, Observer
 from relay_client.rewrite import MAX_REWRITE_BODY, REWRITTEN_HEADERS, UrlRewriter
 from relay_client.target import LocalTarget
 from relay_protocol.driver import MuxStream, StreamError
-from relay_protocol.errors import ErrorCode
+from relay_protocol.errors import ErrorCode, LocalProtocolError
 from relay_protocol.heads import ResponseHead
 from relay_protocol.httpheaders import WEBSOCKET_HANDSHAKE, header_tokens, strip_hop_by_hop
 from relay_protocol.wsbridge import bridge
@@ -128,6 +128,10 @@ class Forwarder:
             message = f"The agent could not reach the local server at {self.target.origin}: {reason}. Is it running?"
             stream.reset(ErrorCode.LOCAL_UNREACHABLE, message)
             exchange.finish(f"local server unreachable: {reason}")
+        except LocalProtocolError as exc:
+            # The local server's response head cannot cross the tunnel (too many or too large headers).
+            stream.reset(ErrorCode.LOCAL_ERROR, f"The local server's response cannot be relayed: {exc}")
+            exchange.finish(f"response not relayable: {exc}")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             message = str(exc) or type(exc).__name__
             stream.reset(ErrorCode.LOCAL_ERROR, f"The local server at {self.target.origin} failed: {message}")

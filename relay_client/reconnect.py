@@ -26,7 +26,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The wait before the next attempt: uniform in [base/2, base], base doubling to the cap."""
-        base = min(self.cap, self.initial * (2**self.attempt))
+        base = min(self.cap, self.initial * (2 ** min(self.attempt, 64)))  # no float overflow after days
         self.attempt += 1
         return base / 2 + self.rng.random() * base / 2
 

@@ -33,8 +33,10 @@ class LocalTarget:
 def parse_target(value: str) -> LocalTarget:
     """``5003``, ``localhost:5003``, ``http://127.0.0.1:5003`` or ``https://...``."""
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return LocalTarget("http", "localhost", _port(text, value))
+    if not text.isascii():
+        raise TargetError(f"{value!r}: use an ASCII host name or address and a port")
     if "://" not in text:
         text = "http://" + text
     parts = urlsplit(text)
@@ -50,6 +52,8 @@ def parse_target(value: str) -> LocalTarget:
         raise TargetError(f"{value!r}: invalid port") from None
     if port is None:
         port = 443 if parts.scheme == "https" else 80
+    if not 1 <= port <= 65535:
+        raise TargetError(f"{value!r}: port must be between 1 and 65535")
     return LocalTarget(parts.scheme, parts.hostname, port)
 
 

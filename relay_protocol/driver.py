@@ -160,6 +160,8 @@ class MuxStream:
         mux = self._mux
         session = mux.session
         rest: bytes | memoryview = data
+        if self._error is None and not session.is_open(self.id):
+            raise StreamError(ErrorCode.STREAM_CLOSED, "stream already finished")
         while True:
             if self._error is not None:
                 raise self._error
@@ -195,15 +197,31 @@ class MuxStream:
     def reset(self, code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
         """Abandon the stream both ways; the peer sees RESET with this code."""
         if self._error is None:
-            self._mux.session.reset_stream(self.id, code, reason)
+            if self._mux.session.is_open(self.id):
+                # The session credits unread bytes back to the connection itself.
+                self._mux.session.reset_stream(self.id, code, reason)
+                self._chunks.clear()
+                self._unacked = 0
+            else:
+                self._discard_unread()
             self._fail(StreamError(code, reason or "reset locally"))
             self._mux._streams.pop(self.id, None)
             self._mux._wake_writer()
 
     def release(self, code: ErrorCode = ErrorCode.CANCEL, reason: str = "") -> None:
-        """Reset the stream if either direction is still open; no-op once it finished."""
+        """Done with the stream: reset it if still open, else give back credit for unread bytes."""
         if self._mux.session.is_open(self.id):
             self.reset(code, reason)
+        else:
+            self._discard_unread()
+
+    def _discard_unread(self) -> None:
+        """Drop bytes the application will never read, acknowledging them so the window refills."""
+        unread = self._unacked + sum(len(chunk) for chunk in self._chunks)
+        self._chunks.clear()
+        self._unacked = 0
+        if unread:
+            self._mux._acknowledge(self.id, unread)
 
     async def _wait_for_credit(self) -> None:
         self._writer = asyncio.get_running_loop().create_future()

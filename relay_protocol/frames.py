@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 
 from relay_protocol.errors import ErrorCode, RemoteProtocolError
-from relay_protocol.limits import FRAME_HEADER_SIZE, MAX_FRAME_PAYLOAD
+from relay_protocol.limits import FRAME_HEADER_SIZE, MAX_CONTROL_PAYLOAD, MAX_FRAME_PAYLOAD
 
 _HEADER = struct.Struct(">BBII")
 _U16 = struct.Struct(">H")
@@ -47,6 +47,11 @@ class Flag(enum.IntFlag):
 
 #: Frames that belong to one stream (stream id > 0).
 STREAM_FRAMES = frozenset({FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA, FrameType.RESET})
+
+#: Frames whose payload is bounded by MAX_CONTROL_PAYLOAD (heads and DATA have their own limits).
+_SMALL_FRAMES = frozenset(
+    {FrameType.HELLO, FrameType.WELCOME, FrameType.RESET, FrameType.CREDIT, FrameType.PING, FrameType.GOAWAY}
+)
 
 #: Frames about the whole connection (stream id 0).  CREDIT may be either.
 CONNECTION_FRAMES = frozenset({FrameType.HELLO, FrameType.WELCOME, FrameType.PING, FrameType.GOAWAY})
@@ -140,6 +145,11 @@ class FrameDecoder:
                     raise RemoteProtocolError(f"{frame_type.name} frame must be sent on a stream")
                 if stream_id != 0 and frame_type in CONNECTION_FRAMES:
                     raise RemoteProtocolError(f"{frame_type.name} frame must be sent on stream 0")
+                if length > MAX_CONTROL_PAYLOAD and frame_type in _SMALL_FRAMES:
+                    raise RemoteProtocolError(
+                        f"{frame_type.name} payload of {length} bytes exceeds {MAX_CONTROL_PAYLOAD}",
+                        ErrorCode.FRAME_TOO_LARGE,
+                    )
                 start = offset + FRAME_HEADER_SIZE
                 if end - start < length:
                     break

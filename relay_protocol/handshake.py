@@ -141,7 +141,7 @@ def _load(payload: bytes, what: str) -> dict:
         raise RemoteProtocolError(f"{what} payload too large")
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise RemoteProtocolError(f"{what} payload is not valid JSON") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"{what} payload must be a JSON object")

@@ -92,8 +92,8 @@ def _load(payload: bytes) -> dict:
         raise RemoteProtocolError(f"head of {len(payload)} bytes exceeds the limit of {MAX_HEAD_SIZE}")
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RemoteProtocolError(f"head is not valid JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise RemoteProtocolError(f"head is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError("head must be a JSON object")
     return obj

@@ -28,13 +28,15 @@ from relay_protocol.events import (
     WindowUpdated,
 )
 from relay_protocol.frames import Flag, Frame, FrameDecoder, FrameType
-from relay_protocol.handshake import Hello, Welcome, choose_version
+from relay_protocol.handshake import SUPPORTED_VERSIONS, Hello, Welcome, choose_version
 from relay_protocol.heads import RequestHead, ResponseHead
 from relay_protocol.limits import (
     DATA_CHUNK_SIZE,
     DEFAULT_CONNECTION_WINDOW,
     DEFAULT_MAX_STREAMS,
     DEFAULT_STREAM_WINDOW,
+    MAX_HEAD_SIZE,
+    MAX_HEADER_COUNT,
     MAX_STREAM_ID,
 )
 from relay_protocol.streams import Action, Half, StreamState, StreamStateError
@@ -76,12 +78,14 @@ class Session:
         *,
         stream_window: int = DEFAULT_STREAM_WINDOW,
         connection_window: int = DEFAULT_CONNECTION_WINDOW,
-        max_streams: int = DEFAULT_MAX_STREAMS,
+        max_streams: int | None = None,
     ) -> None:
         self.role = role
         self.phase = Phase.HANDSHAKE
         self.version: int | None = None
-        self.max_streams = max_streams
+        #: Open streams allowed; an agent given no limit adopts the relay's from WELCOME.
+        self.max_streams = max_streams if max_streams is not None else DEFAULT_MAX_STREAMS
+        self._adopt_peer_max_streams = max_streams is None
         self._decoder = FrameDecoder()
         self._streams: dict[int, _Stream] = {}
         self._local_stream_window = stream_window
@@ -138,6 +142,7 @@ class Session:
         self._require_open()
         if len(self._streams) >= self.max_streams:
             raise LocalProtocolError(f"{self.max_streams} streams already open", ErrorCode.TOO_MANY_STREAMS)
+        payload = _encoded_head(head)
         stream_id = self._next_stream_id
         if stream_id > MAX_STREAM_ID:
             raise LocalProtocolError("stream ids exhausted; open a new connection", ErrorCode.GOING_AWAY)
@@ -145,7 +150,7 @@ class Session:
         stream = _Stream(stream_id, self._peer_stream_window, self._local_stream_window)
         stream.state.on_send(Action.HEAD_END if end_stream else Action.HEAD)
         self._streams[stream_id] = stream
-        self._queue(FrameType.OPEN, Flag.END_STREAM if end_stream else 0, stream_id, head.encode())
+        self._queue(FrameType.OPEN, Flag.END_STREAM if end_stream else 0, stream_id, payload)
         self._forget_if_closed(stream)
         return stream_id
 
@@ -153,8 +158,9 @@ class Session:
         """Agent: answer a stream with the local server's response head."""
         self._require_role(Role.AGENT, "send RESPONSE")
         stream = self._local_stream(stream_id)
+        payload = _encoded_head(head)
         self._advance_send(stream, Action.HEAD_END if end_stream else Action.HEAD)
-        self._queue(FrameType.RESPONSE, Flag.END_STREAM if end_stream else 0, stream_id, head.encode())
+        self._queue(FrameType.RESPONSE, Flag.END_STREAM if end_stream else 0, stream_id, payload)
         self._forget_if_closed(stream)
 
     def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False) -> None:
@@ -326,7 +332,13 @@ class Session:
         if self.role is not Role.AGENT or self.phase is not Phase.HANDSHAKE or not self._hello_sent:
             raise RemoteProtocolError("unexpected WELCOME")
         welcome = Welcome.decode(frame.payload)
-        choose_version([welcome.version])
+        if welcome.version not in SUPPORTED_VERSIONS:
+            raise RemoteProtocolError(
+                f"relay chose protocol version {welcome.version}, this agent speaks {list(SUPPORTED_VERSIONS)}",
+                ErrorCode.UNSUPPORTED_VERSION,
+            )
+        if welcome.max_streams and self._adopt_peer_max_streams:
+            self.max_streams = welcome.max_streams
         self.version = welcome.version
         self._peer_stream_window = welcome.stream_window
         self._send_conn = SendWindow(welcome.connection_window)
@@ -406,7 +418,7 @@ class Session:
         if stream is not None:
             return stream
         known = self._next_stream_id - 2 if self.role is Role.RELAY else self._highest_peer_stream
-        if stream_id > known or (self.role is Role.RELAY and stream_id % 2 == 0):
+        if stream_id > known or stream_id % 2 == 0:
             raise RemoteProtocolError(f"frame for stream {stream_id}, which was never opened")
         return None
 
@@ -462,6 +474,20 @@ class Session:
     def _require_peer_open(self, what: str) -> None:
         if self.phase is not Phase.OPEN:
             raise RemoteProtocolError(f"{what} before the handshake completed")
+
+
+def _encoded_head(head: RequestHead | ResponseHead) -> bytes:
+    """The head's payload, refused here if the peer would refuse it (it would end the connection)."""
+    if len(head.headers) > MAX_HEADER_COUNT:
+        raise LocalProtocolError(
+            f"{len(head.headers)} headers exceed the protocol limit of {MAX_HEADER_COUNT}", ErrorCode.FRAME_TOO_LARGE
+        )
+    payload = head.encode()
+    if len(payload) > MAX_HEAD_SIZE:
+        raise LocalProtocolError(
+            f"head of {len(payload)} bytes exceeds the protocol limit of {MAX_HEAD_SIZE}", ErrorCode.FRAME_TOO_LARGE
+        )
+    return payload
 
 
 __all__ = ["Phase", "ProtocolError", "Role", "Session"]

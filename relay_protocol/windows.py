@@ -37,7 +37,7 @@ class ReceiveWindow:
         n = min(n, self.unconsumed)
         self.unconsumed -= n
         self._consumed += n
-        if self._consumed * 2 >= self.size or self.available < self.size // 4:
+        if self._consumed * 2 >= self.size:
             credit, self._consumed = self._consumed, 0
             self.available += credit
             return credit

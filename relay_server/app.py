@@ -10,7 +10,7 @@ from aiohttp import web
 from relay_protocol.errors import ErrorCode
 from relay_server import __version__
 from relay_server.agent_endpoint import AgentEndpoint
-from relay_server.config import SHUTDOWN_GRACE, RelayConfig
+from relay_server.config import RelayConfig
 from relay_server.front import forward, tunnel_offline
 from relay_server.pages import error_response
 from relay_server.registry import LocalRegistry, TunnelRegistry
@@ -38,7 +38,9 @@ def tunnel_name(host: str, domain: str) -> str | None:
     host = host.rstrip(".")
     suffix = "." + domain
     if host.endswith(suffix) and len(host) > len(suffix):
-        return host[: -len(suffix)]
+        name = host[: -len(suffix)]
+        # a.b.example.com is no tunnel's name (names are one DNS label): the relay answers itself.
+        return name if "." not in name else None
     return None
 
 
@@ -109,6 +111,8 @@ class Relay:
 
     async def _on_shutdown(self, app: web.Application) -> None:
         """Tell every agent we are going away so it reconnects to the next process."""
-        for tunnel in list(self.registry):
+        tunnels = list(self.registry)
+        for tunnel in tunnels:
             tunnel.mux.close(ErrorCode.GOING_AWAY, "relay shutting down")
-        log.info("closed %d agent connection(s); in-flight requests get %gs", len(self.registry), SHUTDOWN_GRACE)
+        if tunnels:
+            log.info("told %d agent(s) the relay is going away", len(tunnels))

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from relay_server import __version__
-from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, MAX_WINDOW, MIN_WINDOW
+from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, MAX_HEAD_SIZE, MAX_WINDOW, MIN_WINDOW
 from relay_server.config import (
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_STREAMS,
@@ -107,7 +107,7 @@ def serve(
     ] = DEFAULT_MAX_STREAMS,
     max_url_bytes: Annotated[int, typer.Option(min=256, help="Longest request target; longer gets 414.")] = DEFAULT_MAX_URL_BYTES,
     max_header_bytes: Annotated[
-        int, typer.Option(min=1024, help="Most request header bytes; more gets 431.")
+        int, typer.Option(min=1024, max=MAX_HEAD_SIZE // 2, help="Most request header bytes; more gets 431.")
     ] = DEFAULT_MAX_HEADER_BYTES,
     stream_window: Annotated[
         int, typer.Option(min=MIN_WINDOW, max=MAX_WINDOW, help="Flow-control window per stream (bytes in flight).")

@@ -88,6 +88,8 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
     try:
         stream = tunnel.mux.open_stream(head, end_stream=not has_body and not websocket)
     except LocalProtocolError as exc:
+        if exc.code == ErrorCode.FRAME_TOO_LARGE:
+            return error_response(request, 431, "headers-too-large", "Request headers too large", str(exc))
         if exc.code == ErrorCode.TOO_MANY_STREAMS:
             return error_response(
                 request,

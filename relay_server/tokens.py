@@ -52,7 +52,7 @@ class TokenStore:
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / STORE_FILE
         self._records: list[TokenRecord] = []
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
 
     # ---------------------------------------------------------------- queries
     def records(self) -> list[TokenRecord]:
@@ -118,7 +118,7 @@ class TokenStore:
             return
         except OSError as exc:
             raise TokenStoreError(f"cannot read token store {self.path}: {exc.strerror}") from None
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = _stamp(st)
         if stamp == self._stamp:
             return
         try:
@@ -144,5 +144,10 @@ class TokenStore:
                 raise
         except OSError as exc:
             raise TokenStoreError(f"cannot write token store {self.path}: {exc.strerror}") from None
-        st = self.path.stat()
-        self._stamp = (st.st_mtime_ns, st.st_size)
+        self._stamp = _stamp(self.path.stat())
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when the file is replaced: the atomic rename gives a new inode even
+    when a coarse clock leaves mtime and size equal."""
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)

@@ -1,0 +1,24 @@
+"""Free TCP ports on 127.0.0.1 (bind port 0, read the number, release it)."""
+
+from __future__ import annotations
+
+import socket
+
+#: The only address the tests ever listen on or connect to.
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_open(port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

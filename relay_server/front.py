@@ -104,8 +104,9 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
     upload = asyncio.create_task(_pump_request_body(request, stream)) if has_body else None
     try:
         try:
-            response_head = await asyncio.wait_for(asyncio.shield(stream.response), config.response_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(config.response_timeout):
+                response_head = await stream.response
+        except TimeoutError:
             stream.reset(ErrorCode.TIMEOUT, "no response in time")
             return error_response(
                 request,

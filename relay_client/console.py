@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
 from typing import TextIO
 
 from relay_client.exchange import Exchange
+
+#: Longest a log line waits in the buffer when stdout is not a terminal.
+FLUSH_INTERVAL = 0.1
 
 #: Statuses with which dev servers reject an unexpected Host (Vite, MCP SDK servers...).
 _HOST_REJECTIONS = {421, 403}
@@ -36,6 +40,11 @@ class ConsoleLog:
         self.verbose = verbose
         self.host_header = host_header
         self._host_hint_shown = False
+        self._flush_scheduled = False
+        try:
+            self._interactive = self.out.isatty()
+        except (AttributeError, ValueError):
+            self._interactive = False
 
     def request_started(self, exchange: Exchange) -> None:
         """With -v: the request head."""
@@ -93,8 +102,24 @@ class ConsoleLog:
 
     def _write(self, text: str) -> None:
         try:
-            print(text, file=self.out, flush=True)
+            self.out.write(text + "\n")
         except (BrokenPipeError, ValueError):  # stdout closed: keep forwarding anyway
+            return
+        if self._interactive:
+            self._flush()
+        elif not self._flush_scheduled:
+            # Under load, one flush per FLUSH_INTERVAL instead of one write syscall per request.
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush)
+                self._flush_scheduled = True
+            except RuntimeError:  # no loop (tests, shutdown): flush now
+                self._flush()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        try:
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
             pass
 
 

@@ -130,6 +130,11 @@ class MuxStream:
         return chunk
 
     @property
+    def complete(self) -> bool:
+        """The whole body has arrived (some of it may be unread)."""
+        return self._eof and self._error is None
+
+    @property
     def at_eof(self) -> bool:
         """The peer ended its half and every chunk has been read."""
         return self._eof and not self._chunks

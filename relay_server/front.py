@@ -78,7 +78,7 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
             return refusal
     tunnel.requests += 1
     websocket = is_websocket_upgrade(request.method, request.headers.get("Upgrade", ""))
-    head = request_head(request, config)
+    head = request_head(request, config, scheme=request.scheme)  # "https" on the TLS listener
     if tunnel.access.basic_auth_hash is not None:
         # The tunnel's password is the relay's business, not the local server's.
         head.headers = [(k, v) for k, v in head.headers if k.lower() != "authorization"]
@@ -130,22 +130,35 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
 async def _write_response(
     request: web.BaseRequest, tunnel: Tunnel, stream: MuxStream, head: ResponseHead
 ) -> web.StreamResponse:
-    """Send the agent's response head, then its body chunk by chunk as it arrives."""
-    response = web.StreamResponse(status=head.status, reason=head.reason or None)
+    """Send the agent's response head, then its body chunk by chunk as it arrives.
+
+    When the whole body is already here (small responses arrive in the same
+    websocket message as their head), head and body leave in one write;
+    otherwise the head goes out at once, so streams (SSE) start immediately.
+    """
+    kind = _WholeResponse if stream.complete else web.StreamResponse
+    response = kind(status=head.status, reason=head.reason or None)
     for name, value in strip_hop_by_hop(head.headers):
         response.headers.add(name, value)
-    await response.prepare(request)
     try:
+        await response.prepare(request)
         while chunk := await stream.read():
             await response.write(chunk)
+        await response.write_eof()
     except StreamError as exc:
         # The body broke off: end the connection without a proper end, so the
         # caller sees an incomplete response rather than a short one.
         log.info("tunnel %s: response body cut off (%s)", tunnel.name, exc)
         _abort(request)
-        return response
-    await response.write_eof()
+    except ConnectionError:
+        pass  # the public client went away; the caller's finally resets the stream
     return response
+
+
+class _WholeResponse(web.StreamResponse):
+    """A StreamResponse whose headers wait for the first body write (one send, not two)."""
+
+    _send_headers_immediately = False
 
 
 async def _bridge_websocket(request: web.BaseRequest, stream: MuxStream, head: ResponseHead) -> web.StreamResponse:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+
+import aiohttp
 import logging
 import secrets
 import ssl
@@ -73,6 +75,8 @@ class Agent:
     state: TunnelState = field(default_factory=TunnelState)
 
     def __post_init__(self) -> None:
+        #: The forwarder's session to the local server while running (the inspector replays through it).
+        self.local_session: aiohttp.ClientSession | None = None
         self._agent_key = secrets.token_hex(16)
         self._stopping = asyncio.Event()
         self._connection: AgentConnection | None = None
@@ -89,6 +93,7 @@ class Agent:
         """Serve until ``stop()``; raise FatalError (or RetryableError before the first connect)."""
         ssl_context = self._ssl_context()
         async with make_local_session(LoopbackResolver()) as http:
+            self.local_session = http
             forwarder = Forwarder(
                 self.config.target,
                 http,
@@ -102,6 +107,7 @@ class Agent:
             try:
                 await self._loop(forwarder, ssl_context)
             finally:
+                self.local_session = None
                 await forwarder.close()
 
     def stop(self) -> None:

@@ -14,6 +14,14 @@ import typer
 from relay_client import __version__
 from relay_client.agent import Agent, AgentConfig
 from relay_client.console import ConsoleLog
+from relay_client.inspector import (
+    DEFAULT_INSPECT_HOST,
+    DEFAULT_INSPECT_PORT,
+    InspectorStartError,
+    Recorder,
+    parse_inspect_addr,
+    start_inspector,
+)
 from relay_client.errors import AgentError
 from relay_client.target import TargetError, parse_target
 
@@ -70,6 +78,10 @@ def http(
     allow_ip: Annotated[
         Optional[list[str]], typer.Option(metavar="CIDR", help="Allow only these client addresses (repeatable).")
     ] = None,
+    inspect: Annotated[
+        str, typer.Option(metavar="ADDR", help="Local inspector (web page + ngrok-compatible JSON API), loopback only.")
+    ] = f"{DEFAULT_INSPECT_HOST}:{DEFAULT_INSPECT_PORT}",
+    no_inspect: Annotated[bool, typer.Option("--no-inspect", help="Do not start the inspector.")] = False,
     log_format: Annotated[str, typer.Option(help="Console format: text or json (one object a line).")] = "text",
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Also print every request and response head.")
@@ -120,8 +132,18 @@ def http(
     def announce(public_url: str) -> None:
         print(f"Forwarding {public_url} -> {target.origin}", flush=True)
 
+    inspect_at: tuple[str, int] | None = None
+    if not no_inspect:
+        try:
+            inspect_at = parse_inspect_addr(inspect)
+        except ValueError as exc:
+            _fail(str(exc), 2)
     console = ConsoleLog(fmt=log_format, verbose=verbose, host_header=host_header)
-    agent = Agent(config, on_ready=announce, observers=[console])
+    observers: list = [console]
+    recorder = Recorder() if inspect_at else None
+    if recorder is not None:
+        observers.append(recorder)
+    agent = Agent(config, on_ready=announce, observers=observers)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -130,7 +152,18 @@ def http(
                 loop.add_signal_handler(sig, agent.stop)
             except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt instead
                 pass
-        await agent.run()
+        inspector = None
+        if inspect_at is not None and recorder is not None:
+            try:
+                inspector = await start_inspector(inspect_at[0], inspect_at[1], recorder, agent)
+                typer.echo(f"Inspector {inspector.url}", err=True)
+            except InspectorStartError as exc:
+                typer.echo(f"relay-client: warning: {exc}", err=True)
+        try:
+            await agent.run()
+        finally:
+            if inspector is not None:
+                await inspector.stop()
 
     from relay_protocol.eventloop import run
 

@@ -34,6 +34,8 @@ class Exchange:
     _t0: float = field(default_factory=time.monotonic)
     request_body: bytearray = field(default_factory=bytearray)
     request_bytes: int = 0
+    #: The whole request body has arrived (replay needs it).
+    request_complete: bool = False
     status: int | None = None
     reason: str = ""
     response_headers: list[tuple[str, str]] = field(default_factory=list)

@@ -118,6 +118,7 @@ class Forwarder:
             head.method, head.target, head.headers, head.remote_addr, capture_limit=self.capture_limit
         )
         exchange.websocket = head.upgrade == "websocket"
+        exchange.request_complete = stream.at_eof and not exchange.websocket
         self._notify("request_started", exchange)
         try:
             await self._forward(stream, exchange)
@@ -232,8 +233,9 @@ class Forwarder:
             # Refused (404, 403, no upgrade support): the public client gets that answer.
             answer = [(k, v) for k, v in (exc.headers or {}).items() if k.lower() not in WEBSOCKET_HANDSHAKE]
             exchange.status, exchange.reason = exc.status or 502, exc.message or ""
+            exchange.response_headers = strip_hop_by_hop(answer)
             self._notify("response_started", exchange)
-            stream.send_response(ResponseHead(exchange.status, exchange.reason, strip_hop_by_hop(answer)), True)
+            stream.send_response(ResponseHead(exchange.status, exchange.reason, exchange.response_headers), True)
             return
         try:
             answer = []
@@ -278,3 +280,4 @@ async def _body(stream: MuxStream, exchange: Exchange) -> AsyncIterator[bytes | 
     while chunk := await stream.read():
         exchange.add_request_body(chunk)
         yield chunk
+    exchange.request_complete = True

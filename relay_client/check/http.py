@@ -9,12 +9,13 @@ traceback.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Self
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -27,8 +28,10 @@ from relay_client.resolver import LoopbackResolver
 #: What ``check`` calls itself on the wire.
 USER_AGENT = f"localrelay-check/{__version__}"
 
-#: Bytes asked of the socket per read while streaming.
-_READ_CHUNK = 64 * 1024
+#: aiohttp 3.11+ tells a failed name lookup apart from a refused connection.
+_DNS_ERROR: type[aiohttp.ClientConnectorError] | None = getattr(aiohttp, "ClientConnectorDNSError", None)
+
+_DOWN_FIX = "make sure the tunnel is up (relay-client http PORT) and the local server answers"
 
 
 class FetchError(Exception):
@@ -91,32 +94,38 @@ class Stream:
         """The media type, lower-cased, without parameters."""
         return media_type(self.headers.get("Content-Type", ""))
 
-    async def chunks(self, until: float | None = None) -> AsyncIterator[tuple[float, bytes]]:
-        """``(arrival time, bytes)`` until the body ends, the size bound, or ``until`` (monotonic)."""
-        stop = min(self._deadline, until) if until is not None else self._deadline
+    async def next_chunk(self, until: float | None = None) -> tuple[float, bytes] | None:
+        """The next ``(arrival time, bytes)``; ``bytes`` is empty at the end of the body.
+
+        None when ``until`` (a ``time.monotonic()`` value) passes first; the
+        request's own deadline passing is a ``FetchError``.
+        """
         while True:
-            remaining = stop - time.monotonic()
-            if remaining <= 0:
-                if until is not None and until <= self._deadline:
-                    return
-                raise FetchError(f"{self._describe}: the body did not finish within the timeout")
+            now = time.monotonic()
+            if until is not None and now >= until:
+                return None
+            if now >= self._deadline:
+                raise FetchError(f"{self._describe}: the body did not finish within the timeout", _DOWN_FIX)
+            stop = self._deadline if until is None else min(until, self._deadline)
             try:
-                chunk = await asyncio.wait_for(self._response.content.readany(), remaining)
-            except asyncio.TimeoutError:
+                chunk = await asyncio.wait_for(self._response.content.readany(), stop - now)
+            except TimeoutError:
                 continue
             except aiohttp.ClientError as exc:
                 raise translate(exc, self._describe) from None
-            if not chunk:
-                return
             self.received += len(chunk)
             if self.received > self._limit:
                 raise TooLarge(f"{self._describe}: the answer passed {self._limit} bytes; stopped reading")
-            yield time.monotonic(), chunk
+            return time.monotonic(), chunk
 
     async def read(self) -> bytes:
-        """The rest of the body (within the bound)."""
-        parts = [chunk async for _, chunk in self.chunks()]
-        return b"".join(parts)
+        """The rest of the body (within the bound and the deadline)."""
+        parts: list[bytes] = []
+        while True:
+            item = await self.next_chunk()
+            if item is None or not item[1]:
+                return b"".join(parts)
+            parts.append(item[1])
 
 
 class Fetcher:
@@ -137,7 +146,7 @@ class Fetcher:
                 raise FetchError(f"--cacert {self.cacert}: {exc}", "pass a readable PEM file with the CA certificate") from None
         return context
 
-    async def __aenter__(self) -> Fetcher:
+    async def __aenter__(self) -> Self:
         connector = aiohttp.TCPConnector(resolver=LoopbackResolver(), ssl=self._ssl_context(), limit=8)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -147,7 +156,7 @@ class Fetcher:
         )
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -202,7 +211,7 @@ class Fetcher:
                 ),
                 self.timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise FetchError(f"{describe}: no answer within {self.timeout:g}s", _DOWN_FIX) from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise translate(exc, describe) from None
@@ -222,12 +231,6 @@ class Fetcher:
             response.close()
 
 
-#: aiohttp 3.11+ tells a failed name lookup apart from a refused connection.
-_DNS_ERROR: type[aiohttp.ClientConnectorError] | None = getattr(aiohttp, "ClientConnectorDNSError", None)
-
-_DOWN_FIX = "make sure the tunnel is up (relay-client http PORT) and the local server answers"
-
-
 def translate(exc: BaseException, describe: str) -> FetchError:
     """An aiohttp or socket exception as one report line."""
     if isinstance(exc, FetchError):
@@ -243,7 +246,8 @@ def translate(exc: BaseException, describe: str) -> FetchError:
     if _DNS_ERROR is not None and isinstance(exc, _DNS_ERROR):
         return FetchError(f"{describe}: cannot resolve {exc.host}", "check the host name (and its DNS record)")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error)
+        error = exc.os_error
+        reason = os.strerror(error.errno) if error.errno else (error.strerror or str(error))
         return FetchError(f"{describe}: cannot connect to {exc.host}:{exc.port} ({reason.lower()})", _DOWN_FIX)
     if isinstance(exc, aiohttp.TooManyRedirects):
         return FetchError(f"{describe}: more than {MAX_REDIRECTS} redirects", "point the URL at the final location")
@@ -260,7 +264,7 @@ def translate(exc: BaseException, describe: str) -> FetchError:
     return FetchError(f"{describe}: {type(exc).__name__}: {exc}", _DOWN_FIX)
 
 
-def explain_status(answer_status: int, headers: CIMultiDictProxy[str] | dict[str, str], body: bytes, url: str) -> str:
+def explain_status(answer_status: int, headers: Mapping[str, str], body: bytes, url: str) -> str:
     """Why an error status probably happened, and what to do (empty when nothing specific is known)."""
     relay_error = headers.get("X-Relay-Error", "")
     if relay_error == "tunnel-offline":
@@ -277,6 +281,4 @@ def explain_status(answer_status: int, headers: CIMultiDictProxy[str] | dict[str
             "your local server rejects the public Host header "
             f"({urlsplit(url).netloc}): run the agent with --host-header rewrite, or allow that host in the server"
         )
-    if answer_status == 404:
-        return "serve this path on the local server"
     return ""

@@ -30,7 +30,15 @@ from urllib.parse import urlsplit
 
 from relay_client.check.limits import MAX_NAMED
 from relay_client.check.report import Check, failed, passed, warned
-from relay_client.check.urls import host_of, is_absolute_http, is_dev_host, is_machine_local, origin, resolve, same_origin
+from relay_client.check.urls import (
+    host_of,
+    is_absolute_http,
+    is_dev_host,
+    is_machine_local,
+    origin,
+    resolve,
+    same_origin,
+)
 
 #: Where the plugin host looks for the manifest.
 MANIFEST_PATH = "/.well-known/ai-plugin.json"
@@ -208,6 +216,7 @@ def check_urls(doc: dict[str, Any], manifest_url: str) -> list[Check]:
     problems: list[str] = []
     fixes: list[str] = []
     warnings: list[str] = []
+    local: dict[str, list[str]] = {}  # origin on this machine -> fields naming it
     for path in URL_FIELDS:
         value = _dig(doc, path)
         if value is None:
@@ -215,20 +224,23 @@ def check_urls(doc: dict[str, Any], manifest_url: str) -> list[Check]:
         if not isinstance(value, str) or not is_absolute_http(value):
             problems.append(f"{path} {value!r} is not an absolute http(s) URL")
             fixes.append(f"write {path} as a full URL on {base_origin}")
-            continue
-        if is_machine_local(host_of(value)) and not same_origin(value, manifest_url):
-            problems.append(f"{path} {value} points at your machine, which the plugin host cannot reach")
-            fixes.append(f"use {base_origin}{urlsplit(value).path or '/'} in {path}")
-            continue
-        if path == "api.url" and host_of(value) != host_of(manifest_url):
+        elif is_machine_local(host_of(value)) and not same_origin(value, manifest_url):
+            local.setdefault(origin(value), []).append(path)
+        elif path == "api.url" and host_of(value) != host_of(manifest_url):
             problems.append(f"api.url is on {host_of(value)}, not on the manifest's domain {host_of(manifest_url)}")
             fixes.append("serve the OpenAPI document and the API from the manifest's domain")
-            continue
-        if urlsplit(value).scheme == "http" and not is_dev_host(host_of(value)):
+        elif urlsplit(value).scheme == "http" and not is_dev_host(host_of(value)):
             warnings.append(f"{path} uses http://; the host requires HTTPS for a remote plugin")
+    local_problems, local_fixes = [], []
+    for local_origin, fields in local.items():
+        names = ", ".join(fields)
+        verb = "points" if len(fields) == 1 else "point"
+        local_problems.append(f"{names} {verb} at {local_origin}, your machine, which the plugin host cannot reach")
+        local_fixes.append(f"name {base_origin} instead of {local_origin} in {names} ({_REWRITE_HINT})")
+    problems, fixes = local_problems + problems, local_fixes + fixes
     checks: list[Check] = []
     if problems:
-        checks.append(failed("manifest URLs", _join(problems), _join(_unique(fixes)) + f" ({_REWRITE_HINT})"))
+        checks.append(failed("manifest URLs", _join(problems), _join(_unique(fixes))))
     else:
         checks.append(passed("manifest URLs", f"absolute, public, and the API on {host_of(manifest_url)}"))
     if warnings:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from relay_client.check.limits import MAX_DOCUMENT_NODES, MAX_NAMED
 from relay_client.check.report import Check, failed, passed, warned
-from relay_client.check.urls import is_absolute_http, is_machine_local, origin, host_of
+from relay_client.check.urls import host_of, is_absolute_http, is_machine_local, origin
 
 #: HTTP methods an OpenAPI path item may hold operations for.
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -173,7 +173,7 @@ def check_structure(doc: dict[str, Any]) -> Check:
     paths = doc.get("paths")
     if not isinstance(paths, dict) or not paths:
         problems.append("no paths")
-    if problems:
+    if problems or not isinstance(info, dict) or not isinstance(paths, dict):
         return failed("OpenAPI structure", "; ".join(problems), "add info (title, version) and at least one path")
     return passed("OpenAPI structure", f"{info['title']!r} version {info['version']}, {len(paths)} path(s)")
 

@@ -90,7 +90,7 @@ class Report:
     def summary(self) -> str:
         """The closing line."""
         total, fails, warns = len(self.checks), self.count(Status.FAIL), self.count(Status.WARN)
-        counts = f"{total} checks, {self.count(Status.PASS)} passed, {fails} failed, {warns} warnings"
+        counts = f"{total} check{'' if total == 1 else 's'}, {self.count(Status.PASS)} passed, {fails} failed, {warns} warning{'' if warns == 1 else 's'}"
         if fails:
             verdict = "fix the failures above" + (" before registering" if self.mode != "mcp" else "")
         elif warns:
@@ -125,7 +125,7 @@ def render_text(report: Report) -> str:
     for check in report.checks:
         lines.append(f"{check.status.value:<{_STATUS_WIDTH}}{check.name}: {check.message}")
         if check.fix and check.status is not Status.PASS:
-            lines.append(f"{'':<{_STATUS_WIDTH}}  fix: {check.fix}")
+            lines.append(f"{'':<{_STATUS_WIDTH}}fix: {check.fix}")
     lines.append(report.summary())
     return "\n".join(lines)
 

@@ -38,6 +38,7 @@ class SSEParser:
         self._id: str | None = None
         self._size = 0
         self._fields_seen = False
+        self._skip_lf = False
 
     def feed(self, chunk: bytes, arrived: float) -> list[Event]:
         """Parse ``chunk``; the events it completed (also appended to ``self.events``)."""
@@ -55,6 +56,11 @@ class SSEParser:
         return completed
 
     def _next_line(self) -> tuple[bytes, bool]:
+        if self._skip_lf and self._buffer:
+            # The previous line ended in CR at a chunk's end; a LF starting this chunk belongs to it.
+            if self._buffer.startswith(b"\n"):
+                self._buffer = self._buffer[1:]
+            self._skip_lf = False
         lf, cr = self._buffer.find(b"\n"), self._buffer.find(b"\r")
         if lf < 0 and cr < 0:
             return b"", False
@@ -62,7 +68,9 @@ class SSEParser:
             line, self._buffer = self._buffer[:lf], self._buffer[lf + 1 :]
             return line, True
         if cr + 1 == len(self._buffer):
-            return b"", False  # a CR at the very end may be the first half of a CRLF
+            self._skip_lf = True
+            line, self._buffer = self._buffer[:cr], b""
+            return line, True
         skip = 2 if self._buffer[cr + 1] == 0x0A else 1
         line, self._buffer = self._buffer[:cr], self._buffer[cr + skip :]
         return line, True

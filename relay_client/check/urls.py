@@ -23,7 +23,7 @@ def parse_target(url: str) -> str:
     if not parts.hostname:
         raise UrlError(f"{url!r} has no host name")
     try:
-        parts.port
+        _ = parts.port  # raises for a non-numeric or out-of-range port
     except ValueError:
         raise UrlError(f"{url!r} has an invalid port") from None
     return text

@@ -176,10 +176,11 @@ async def replay_request(request: web.Request) -> web.Response:
         exchange = await request.app[REPLAYER_KEY].replay(original, parse_overrides(payload))
     except ReplayError as exc:
         return api_error(exc.status, str(exc))
-    headers = {"X-Replay-Id": exchange.id}
     if exchange.error:
-        return api_error(502, f"the replay failed: {exchange.error}", replay_id=exchange.id)
-    return web.Response(status=204, headers=headers)
+        failed = api_error(502, f"the replay failed: {exchange.error}", replay_id=exchange.id)
+        failed.headers["X-Replay-Id"] = exchange.id
+        return failed
+    return web.Response(status=204, headers={"X-Replay-Id": exchange.id})
 
 
 async def clear_requests(request: web.Request) -> web.Response:
@@ -194,6 +195,8 @@ async def stream_requests(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
+    if request.method == "HEAD":
+        return response
     name = request.app[HOST_KEY].state.name
     with request.app[RECORDER_KEY].subscribe() as feed:
         try:
@@ -201,7 +204,7 @@ async def stream_requests(request: web.Request) -> web.StreamResponse:
             while True:
                 try:
                     event = await asyncio.wait_for(feed.get(), STREAM_HEARTBEAT)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue
                 if event.kind == "close":

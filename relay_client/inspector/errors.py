@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 #: ngrok-style error codes in error bodies, by HTTP status.
-_ERROR_CODES = {400: 102, 403: 107, 404: 100, 405: 101, 413: 103, 415: 104, 502: 105, 503: 106}
+_ERROR_CODES = {400: 102, 403: 107, 404: 100, 405: 101, 409: 108, 413: 103, 415: 104, 502: 105, 503: 106}
 
 
 def api_error(status: int, message: str, **details: Any) -> web.Response:

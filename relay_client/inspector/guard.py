@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from yarl import URL
 
 from relay_client.inspector.errors import api_error
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,7 +46,7 @@ def _hostname(authority: str) -> str | None:
         return None
 
 
-def local_only(extra_hosts: tuple[str, ...] = ()) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def local_only(extra_hosts: tuple[str, ...] = ()) -> Middleware:
     """Middleware: refuse non-loopback Host names (plus ``extra_hosts``) and cross-origin writes."""
     allowed = {h.strip("[]").lower() for h in extra_hosts if h}
 

@@ -111,7 +111,7 @@ class TunnelMetrics:
         percentiles = _percentiles(self._durations)
         conn_rates = self.conns.rates()
         http_rates = self.http.rates()
-        conns = {"count": self.conns.count, "gauge": self.in_flight}
+        conns: dict[str, float] = {"count": self.conns.count, "gauge": self.in_flight}
         conns.update(zip(("rate1", "rate5", "rate15"), conn_rates))
         conns.update(percentiles)
         http: dict[str, float] = {"count": self.http.count}

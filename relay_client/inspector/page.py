@@ -42,7 +42,7 @@ main { flex: 1; display: flex; min-height: 0; }
 .filters #f-path { flex: 2; } .filters #f-status { flex: 1; }
 #count { color: var(--muted); font-size: 12px; white-space: nowrap; }
 #list { list-style: none; margin: 0; padding: 0; overflow-y: auto; flex: 1; }
-.row { display: grid; grid-template-columns: 62px 1fr auto 46px 70px 64px; gap: 8px; align-items: center;
+.row { display: grid; grid-template-columns: 58px minmax(0, 1fr) 52px 40px 64px 62px; gap: 8px; align-items: center;
   padding: 7px 12px; border-bottom: 1px solid #f0f1f4; cursor: pointer; font-size: 13px; }
 .row:hover { background: #f7f9fd; }
 .row.selected { background: var(--sel); box-shadow: inset 3px 0 0 var(--accent); }
@@ -50,7 +50,8 @@ main { flex: 1; display: flex; min-height: 0; }
 .row .p { font-family: var(--mono); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .row .d, .row .t { color: var(--muted); font-size: 12px; text-align: right; font-variant-numeric: tabular-nums; }
 .tag { font-size: 11px; padding: 0 7px; border-radius: 999px; background: #efe7ff; color: #5b3cc4; }
-.row:not(.replay) .tag { display: none; }
+.row:not(.replay) .tag { visibility: hidden; }
+.row .tag { justify-self: end; }
 .st { font-family: var(--mono); font-weight: 600; text-align: center; border-radius: 5px; padding: 0 4px; }
 .s-2xx { color: var(--ok); } .s-3xx { color: var(--redir); } .s-4xx { color: var(--warn); }
 .s-5xx, .s-err { color: var(--bad); } .s-1xx, .s-pend { color: var(--muted); }
@@ -78,10 +79,11 @@ td:last-child { font-family: var(--mono); word-break: break-all; }
 pre.code { margin: 0; background: var(--code); border-radius: 6px; padding: 10px 12px; font: 12.5px/1.5 var(--mono);
   white-space: pre-wrap; word-break: break-word; max-height: 520px; overflow: auto; }
 .k { color: #8a2b9e; } .s { color: #1f6f3c; } .n { color: #b25400; } .l { color: #2f5fc4; } .c { color: #8a93a6; }
-img.img { max-width: 100%; max-height: 420px; border: 1px solid var(--line); border-radius: 6px;
+img.img { max-width: 100%; max-height: 420px; min-width: 48px; min-height: 48px; object-fit: contain; border: 1px solid var(--line); border-radius: 6px;
   background: repeating-conic-gradient(#eee 0 25%, #fff 0 50%) 0 0 / 16px 16px; }
 form.edit { background: var(--panel); border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; margin-top: 14px;
   display: grid; grid-template-columns: 110px 1fr; gap: 8px 10px; }
+form.edit h3 { grid-column: 1 / -1; margin: 0 0 4px; font-size: 14px; font-family: var(--mono); word-break: break-all; }
 form.edit label { color: var(--muted); font-size: 12px; padding-top: 6px; }
 form.edit input, form.edit textarea { font: 12.5px/1.45 var(--mono); padding: 6px 8px; border: 1px solid var(--line);
   border-radius: 6px; width: 100%; }
@@ -101,7 +103,7 @@ BODY = r"""
   <section id="list-pane">
     <div class="filters">
       <input id="f-path" type="search" placeholder="Filter by path" autocomplete="off">
-      <input id="f-status" type="search" placeholder="Status: 200, 4xx, pending" autocomplete="off">
+      <input id="f-status" type="search" placeholder="Status: 2xx, 404" autocomplete="off">
       <span id="count"></span>
     </div>
     <ul id="list"></ul>

@@ -80,21 +80,32 @@ function matches(x) {
 let frame = 0;
 function schedule() { if (!frame) frame = requestAnimationFrame(() => { frame = 0; renderList(); }); }
 
+const rowEls = new Map();
+function rowFor(x) {
+  let li = rowEls.get(x.id);
+  if (!li) {
+    li = h("li", { "data-id": x.id, onclick: () => select(x.id) },
+      ["m", "p", "tag", "st", "d", "t"].map((c) => h("span", { class: c })));
+    li.children[2].textContent = "replay";
+    rowEls.set(x.id, li);
+  }
+  const [m, p, , st, d, t] = li.children;
+  const set = (node, text) => { if (node.textContent !== text) node.textContent = text; };
+  li.className = "row" + (x.id === state.selected ? " selected" : "") + (x.localrelay.replay ? " replay" : "");
+  set(m, x.request.method); set(p, x.request.uri); p.title = x.request.uri;
+  set(st, statusText(x)); st.className = "st " + statusClass(x); set(d, durText(x)); set(t, timeText(x));
+  return li;
+}
+
 function renderList() {
-  const rows = [];
+  const list = $("list"), rows = [];
+  for (const id of rowEls.keys()) if (!state.items.has(id)) rowEls.delete(id);
   for (let i = state.order.length - 1; i >= 0; i--) {
     const x = state.items.get(state.order[i]);
-    if (!matches(x)) continue;
-    const cls = "row" + (x.id === state.selected ? " selected" : "") + (x.localrelay.replay ? " replay" : "");
-    rows.push(h("li", { class: cls, "data-id": x.id, onclick: () => select(x.id) },
-      h("span", { class: "m", text: x.request.method }),
-      h("span", { class: "p", text: x.request.uri, title: x.request.uri }),
-      h("span", { class: "tag", text: "replay" }),
-      h("span", { class: "st " + statusClass(x), text: statusText(x) }),
-      h("span", { class: "d", text: durText(x) }),
-      h("span", { class: "t", text: timeText(x) })));
+    if (matches(x)) rows.push(rowFor(x));
   }
-  $("list").replaceChildren(...rows);
+  rows.forEach((li, i) => { if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null); });
+  while (list.children.length > rows.length) list.lastChild.remove();
   const total = state.order.length;
   $("count").textContent = rows.length === total ? `${total} request${total === 1 ? "" : "s"}` : `${rows.length} of ${total}`;
   $("empty").hidden = total > 0;
@@ -219,7 +230,7 @@ async function renderDetail() {
   }
   const lr = x.localrelay, res = x.response;
   const meta = [h("b", { class: statusClass(x), text: res ? res.status : (lr.error ? "failed" : "waiting for the response") }),
-    " · " + durText(x), " · " + new Date(lr.started * 1000).toLocaleString(), x.remote_addr ? " · from " + x.remote_addr : "",
+    " · " + durText(x), " · " + new Date(lr.started * 1000).toLocaleString([], { hour12: false }), x.remote_addr ? " · from " + x.remote_addr : "",
     lr.replay ? " · replay" : "", lr.error ? " · " + lr.error : ""];
   const summary = h("div", { class: "summary" },
     h("div", { class: "line1" }, h("span", { class: "m", text: x.request.method }), h("span", { class: "p", text: x.request.uri })),
@@ -238,7 +249,7 @@ async function renderDetail() {
     res ? [h("h4", { text: "Headers" }), table(headerPairs(res.headers)),
       h("h4", { text: `Body (${fmtBytes(lr.response_bytes)})` }),
       await bodyView(res.headers, res.raw, lr.response_bytes, lr.response_truncated, x.request.uri)]
-      : h("p", { class: "body muted", text: lr.error || "Waiting for the local server…" }));
+      : h("div", { class: "body" }, h("p", { class: "muted", text: lr.error || "Waiting for the local server…" })));
   if (token === renderToken && !state.editing) view.replaceChildren(summary, request, response);
 }
 
@@ -248,6 +259,7 @@ function renderEdit(x) {
   const note = lr.request_truncated ? "The captured body was truncated: enter the body to send."
     : text === null ? "The captured body is binary: leave this empty to send it unchanged, or type a new one." : "";
   const form = h("form", { class: "edit", id: "edit-form" },
+    h("h3", { text: `Edit and replay ${x.request.method} ${x.request.uri}` }),
     h("label", { text: "Method" }), h("input", { name: "method", value: x.request.method }),
     h("label", { text: "Path" }), h("input", { name: "path", value: x.request.uri }),
     h("label", { text: "Headers" }), h("textarea", { name: "headers", rows: Math.min(14, lines.length + 1), value: lines.join("\n") }),

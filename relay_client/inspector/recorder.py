@@ -15,6 +15,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Self
 
 from relay_client.exchange import Exchange
 from relay_client.inspector.metrics import TunnelMetrics
@@ -58,7 +59,7 @@ class Subscription:
         """Stop receiving events."""
         self._recorder.unsubscribe(self)
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -153,6 +153,10 @@ class Replayer:
         """The new exchange and the body to send; ReplayError if it cannot be replayed."""
         if original.websocket:
             raise ReplayError(400, "websocket sessions cannot be replayed")
+        if not (overrides.path or original.target).startswith("/"):
+            raise ReplayError(400, f"only requests for a path can be replayed, not {original.target[:100]!r}")
+        if overrides.body is None and not original.request_complete and original.duration is None:
+            raise ReplayError(409, "the request body is still arriving; replay it once it has been received")
         if overrides.body is None and original.request_truncated:
             raise ReplayError(
                 400,
@@ -176,10 +180,10 @@ class Replayer:
 
     async def replay(self, original: Exchange, overrides: Overrides) -> Exchange:
         """Send the replay; return once it finished or after REPLAY_WAIT (it then goes on)."""
+        exchange, body = self.prepare(original, overrides)
         session = self.host.local_session
         if session is None or session.closed:
             raise ReplayError(503, "the agent is not running, so there is no local session to replay through")
-        exchange, body = self.prepare(original, overrides)
         origin = URL(self.host.config.target.origin)
         url = URL(self.host.config.target.origin + exchange.target, encoded=True)
         if url.origin() != origin.origin():
@@ -190,7 +194,7 @@ class Replayer:
         task.add_done_callback(self._tasks.discard)
         try:
             await asyncio.wait_for(asyncio.shield(task), REPLAY_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return exchange
 
@@ -214,7 +218,7 @@ class Replayer:
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else str(exc)
             exchange.finish(f"local server unreachable: {reason}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             exchange.finish(f"local server failed: {str(exc) or type(exc).__name__}")
         except asyncio.CancelledError:
             exchange.finish("cancelled: inspector stopping")

@@ -10,7 +10,9 @@ Observers (console log, inspector) see each exchange as it happens.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
@@ -171,6 +173,13 @@ class Forwarder:
         async with self.session.request(
             head.method, url, headers=headers, data=body, allow_redirects=False, compress=None
         ) as response:
+            await self._relay_response(stream, exchange, response)
+
+    async def _relay_response(self, stream: MuxStream, exchange: Exchange, response: aiohttp.ClientResponse) -> None:
+        """Send the local server's response head, then its body as it arrives (rewritten if asked)."""
+        head = stream.request
+        assert head is not None
+        if True:  # one block, as it reads best top to bottom
             status = response.status
             pairs = strip_hop_by_hop((_decode(k), _decode(v)) for k, v in response.raw_headers)
             public = self.public_url()
@@ -229,13 +238,25 @@ class Forwarder:
                 compress=15 if deflate else 0,
                 max_msg_size=MAX_WS_MESSAGE,
             )
-        except aiohttp.WSServerHandshakeError as exc:
-            # Refused (404, 403, no upgrade support): the public client gets that answer.
-            answer = [(k, v) for k, v in (exc.headers or {}).items() if k.lower() not in WEBSOCKET_HANDSHAKE]
-            exchange.status, exchange.reason = exc.status or 502, exc.message or ""
-            exchange.response_headers = strip_hop_by_hop(answer)
-            self._notify("response_started", exchange)
-            stream.send_response(ResponseHead(exchange.status, exchange.reason, exchange.response_headers), True)
+        except aiohttp.WSServerHandshakeError:
+            # Refused (403, 404, no websocket support). aiohttp's error has no body, so ask
+            # once more as a plain request carrying the same upgrade offer: the public client
+            # gets the local server's whole answer (status, reason, headers and body).
+            offer = CIMultiDict(headers)
+            offer.update(
+                {
+                    "Upgrade": "websocket",
+                    "Connection": "Upgrade",
+                    "Sec-WebSocket-Version": "13",
+                    "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+                }
+            )
+            if protocols:
+                offer["Sec-WebSocket-Protocol"] = ", ".join(protocols)
+            async with self.session.request("GET", url, headers=offer, allow_redirects=False) as response:
+                if response.status == 101:
+                    raise aiohttp.ClientError("the local server refused the websocket, then accepted it") from None
+                await self._relay_response(stream, exchange, response)
             return
         try:
             answer = []

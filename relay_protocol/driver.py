@@ -85,6 +85,7 @@ class MuxStream:
         "_writer",
         "_unacked",
         "_on_reset",
+        "_send_error",
     )
 
     def __init__(self, mux: Multiplexer, stream_id: int, request: RequestHead | None) -> None:
@@ -100,6 +101,9 @@ class MuxStream:
         self._writer: asyncio.Future[None] | None = None
         self._unacked = 0
         self._on_reset: Callable[[StreamError], None] | None = None
+        #: Set when the peer reset the stream after finishing its own half: we may not
+        #: send any more, but everything it sent stays readable (as HTTP/2's RST after END).
+        self._send_error: StreamError | None = None
 
     def on_reset(self, callback: Callable[[StreamError], None]) -> None:
         """Call ``callback`` if the peer resets the stream or the connection dies.
@@ -170,6 +174,8 @@ class MuxStream:
         while True:
             if self._error is not None:
                 raise self._error
+            if self._send_error is not None:
+                raise self._send_error
             if mux._pending_too_high():
                 await mux._wait_for_space()
                 continue
@@ -191,7 +197,7 @@ class MuxStream:
 
     def end(self) -> None:
         """Finish our half of the stream without more data (no-op once reset)."""
-        if self._error is None:
+        if self._error is None and self._send_error is None:
             try:
                 self._mux.session.end_stream(self.id)
             except LocalProtocolError as exc:
@@ -241,7 +247,15 @@ class MuxStream:
         if self._writer is not None and not self._writer.done():
             self._writer.set_result(None)
 
-    def _fail(self, error: StreamError, remote: bool = False) -> None:
+    def _fail(self, error: StreamError, remote: bool = False, reset: bool = False) -> None:
+        if reset and self._eof and self._error is None:
+            # The peer finished sending, then reset: that only stops our sending.
+            if self._send_error is None:
+                self._send_error = error
+                if self._on_reset is not None:
+                    self._on_reset(error)
+            self._wake_writer()
+            return
         if self._error is None:
             self._error = error
             self._chunks.clear()
@@ -375,7 +389,7 @@ class Multiplexer:
         elif isinstance(event, StreamReset):
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
-                stream._fail(StreamError(event.code, event.reason), remote=True)
+                stream._fail(StreamError(event.code, event.reason), remote=True, reset=True)
         elif isinstance(event, PingAcknowledged):
             waiter = self._pongs.pop(event.payload, None)
             if waiter is not None and not waiter.done():

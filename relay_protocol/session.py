@@ -3,8 +3,9 @@
 Bytes in (``receive_data``) give events out; calls such as ``open_stream`` or
 ``send_data`` queue frames, collected as bytes by ``data_to_send``.  The
 session never awaits: the asyncio driver (``relay_protocol.driver``) or a test
-moves the bytes.  Control frames (heads, CREDIT, RESET, PING) are sent before
-queued body data, so credit and new requests never wait behind a bulk transfer.
+moves the bytes.  Heads, CREDIT and PING are sent before queued body data, so
+credit and new requests never wait behind a bulk transfer; RESET and GOAWAY
+queue behind the data sent before them, so they never overtake an END_STREAM.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class Session:
         """Tell the peer we are closing and why; no new frames after this."""
         if self.phase is Phase.CLOSED:
             return
-        self._queue(FrameType.GOAWAY, 0, 0, f.encode_code_reason(code, reason))
+        self._queue_in_order(FrameType.GOAWAY, 0, f.encode_code_reason(code, reason))
         self.phase = Phase.CLOSED
 
     # ------------------------------------------------------------------ sending
@@ -202,7 +203,7 @@ class Session:
         if stream is None or self.phase is Phase.CLOSED:
             return
         self._release_unconsumed(stream)
-        self._queue(FrameType.RESET, 0, stream_id, f.encode_code_reason(code, reason))
+        self._queue_in_order(FrameType.RESET, stream_id, f.encode_code_reason(code, reason))
 
     def acknowledge_received_data(self, stream_id: int, n: int) -> None:
         """The application used ``n`` bytes of this stream: give credit back, batched.
@@ -457,6 +458,13 @@ class Session:
         credit = self._recv_conn.consume(n)
         if credit:
             self._queue(FrameType.CREDIT, 0, 0, f.encode_u32(credit))
+
+    def _queue_in_order(self, ftype: FrameType, stream_id: int, payload: bytes) -> None:
+        """Queue behind body data already queued: a RESET or GOAWAY must not overtake the
+        DATA (and END_STREAM) sent before it, or the peer would drop a complete answer."""
+        header = f.encode_header(ftype, 0, stream_id, len(payload))
+        self._data.append((header, payload))
+        self._pending += len(header) + len(payload)
 
     def _queue(self, ftype: FrameType, flags: int, stream_id: int, payload: bytes) -> None:
         frame = f.encode_frame(ftype, flags, stream_id, payload)

@@ -102,6 +102,7 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
     except StreamError:
         return _offline(request, tunnel.name)
     upload = asyncio.create_task(_pump_request_body(request, stream)) if has_body else None
+    bridged = False
     try:
         try:
             async with asyncio.timeout(config.response_timeout):
@@ -118,13 +119,16 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
         except StreamError as exc:
             return _stream_failed(request, tunnel, exc)
         if websocket and response_head.status == 101:
+            bridged = True
             return await _bridge_websocket(request, stream, response_head)
         return await _write_response(request, tunnel, stream, response_head)
     finally:
         if upload is not None and not upload.done():
             upload.cancel()
-        # Whatever ended the exchange early (caller gone, error), free the stream.
-        stream.release(ErrorCode.CANCEL, "public client went away")
+        # Whatever ended the exchange early (caller gone, error), free the stream;
+        # a websocket bridge frees its stream itself, once both closes have passed.
+        if not bridged:
+            stream.release(ErrorCode.CANCEL, "public client went away")
 
 
 async def _write_response(
@@ -136,7 +140,7 @@ async def _write_response(
     websocket message as their head), head and body leave in one write;
     otherwise the head goes out at once, so streams (SSE) start immediately.
     """
-    kind = _WholeResponse if stream.complete else web.StreamResponse
+    kind = _WholeResponse if stream.complete else _RelayedResponse
     response = kind(status=head.status, reason=head.reason or None)
     for name, value in strip_hop_by_hop(head.headers):
         response.headers.add(name, value)
@@ -155,8 +159,25 @@ async def _write_response(
     return response
 
 
-class _WholeResponse(web.StreamResponse):
-    """A StreamResponse whose headers wait for the first body write (one send, not two)."""
+class _RelayedResponse(web.StreamResponse):
+    """A StreamResponse that adds no headers the local server did not send.
+
+    aiohttp fills in Content-Type (application/octet-stream) and Server when they
+    are missing; a proxy must not invent either, so they are taken out again.
+    """
+
+    async def _prepare_headers(self) -> None:
+        headers = self.headers
+        had_type, had_server = "Content-Type" in headers, "Server" in headers
+        await super()._prepare_headers()
+        if not had_type:
+            headers.popall("Content-Type", None)
+        if not had_server:
+            headers.popall("Server", None)
+
+
+class _WholeResponse(_RelayedResponse):
+    """A relayed response whose headers wait for the first body write (one send, not two)."""
 
     _send_headers_immediately = False
 
@@ -172,8 +193,18 @@ async def _bridge_websocket(request: web.BaseRequest, stream: MuxStream, head: R
         if name.lower() not in WEBSOCKET_HANDSHAKE:
             ws.headers.add(name, value)
     await ws.prepare(request)
-    await bridge(ws, stream)
+    # When the public client closes, aiohttp cancels this handler as the socket goes;
+    # the bridge must still carry the close code to the local server, so it runs on
+    # (bounded by its own timeouts) and releases the stream itself.
+    task = asyncio.ensure_future(bridge(ws, stream))
+    _BRIDGES.add(task)
+    task.add_done_callback(_BRIDGES.discard)
+    await asyncio.shield(task)
     return ws
+
+
+#: Bridges running past their handler's cancellation (kept referenced until done).
+_BRIDGES: set[asyncio.Task[None]] = set()
 
 
 def _abort(request: web.BaseRequest) -> None:

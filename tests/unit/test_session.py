@@ -174,7 +174,7 @@ def test_stream_ids_run_out_at_two_to_the_31():
 # ---------------------------------------------------------------- output order and coalescing
 
 
-def test_control_frames_are_sent_before_queued_data():
+def test_heads_and_pings_are_sent_before_queued_data_but_a_reset_waits_its_turn():
     link = connect(agent_stream_window=1024 * KIB, agent_connection_window=2048 * KIB)
     bulk = link.open()
     link.relay.send_data(bulk, b"b" * 600 * KIB)
@@ -183,8 +183,18 @@ def test_control_frames_are_sent_before_queued_data():
     link.relay.reset_stream(second)
     out = [f.type for f in frames(link.relay.data_to_send())]
     first_data = out.index(FrameType.DATA)
-    assert set(out[:first_data]) == {FrameType.OPEN, FrameType.PING, FrameType.RESET}
-    assert set(out[first_data:]) == {FrameType.DATA}
+    assert set(out[:first_data]) == {FrameType.OPEN, FrameType.PING}
+    assert out[-1] is FrameType.RESET and set(out[first_data:-1]) == {FrameType.DATA}
+
+
+def test_a_reset_after_a_finished_response_never_overtakes_its_data():
+    link = connect()
+    sid = link.open()  # the relay's request half stays open (a body or an upgrade)
+    link.agent.send_response(sid, ResponseHead(403, "Forbidden"))
+    link.agent.send_data(sid, b"no websockets for you", end_stream=True)
+    link.agent.reset_stream(sid, ErrorCode.CANCEL, "request abandoned")
+    out = frames(link.agent.data_to_send())
+    assert [f.type for f in out] == [FrameType.RESPONSE, FrameType.DATA, FrameType.RESET]
 
 
 def test_credit_overtakes_queued_data():

@@ -13,6 +13,7 @@ import typer
 
 from relay_client import __version__
 from relay_client.agent import Agent, AgentConfig
+from relay_client.check import register as register_check
 from relay_client.console import ConsoleLog
 from relay_client.inspector import (
     DEFAULT_INSPECT_HOST,
@@ -173,6 +174,9 @@ def http(
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         pass
+
+
+register_check(app)
 
 
 def main() -> None:

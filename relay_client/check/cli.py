@@ -47,8 +47,12 @@ def check(
     """Check a plugin, GPT Action or MCP server through its public URL."""
     if not 0 < timeout <= MAX_TIMEOUT:
         _usage_error(f"--timeout must be between 0 and {MAX_TIMEOUT:g} seconds")
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+    try:
+        parts = urlsplit(origin)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.path in ("", "/") and not parts.query
+    except ValueError:
+        usable = False
+    if not usable:
         _usage_error(f"--origin must be an origin such as https://chatgpt.com, not {origin!r}")
     options = Options(url=url, mcp=mcp, origin=origin.rstrip("/"), timeout=timeout, cacert=cacert)
 

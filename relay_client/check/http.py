@@ -195,7 +195,7 @@ class Fetcher:
         body: bytes | None = None,
         follow_redirects: bool = True,
     ) -> AsyncIterator[Stream]:
-        """Send a request and hand back its head; the body is read through ``Stream.chunks``."""
+        """Send a request and hand back its head; the body is read through ``Stream.next_chunk``."""
         describe = f"{method} {url}"
         sent_at = time.monotonic()
         deadline = sent_at + self.timeout
@@ -275,6 +275,8 @@ def explain_status(answer_status: int, headers: Mapping[str, str], body: bytes, 
         return "the tunnel has --basic-auth; the plugin host cannot log in there, so remove it for registration"
     if relay_error == "ip-not-allowed":
         return "the tunnel has --allow-ip; allow the plugin host's addresses or remove the restriction"
+    if answer_status in (401, 407):
+        return "the host fetches this without credentials: serve it publicly (keep auth on the API calls only)"
     text = body[:512].decode("utf-8", "replace").lower()
     if answer_status == 421 or (answer_status in (400, 403) and "host" in text and "invalid" in text):
         return (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
 
@@ -20,7 +21,7 @@ from relay_client.check import mcp_wire as wire
 from relay_client.check import oauth
 from relay_client.check.http import Fetcher, FetchError, Stream, explain_status, media_type
 from relay_client.check.limits import GET_STREAM_PROBE, MAX_MCP_BYTES, MAX_SMALL_BYTES, SSE_LINGER
-from relay_client.check.report import Report, failed, passed, warned
+from relay_client.check.report import Check, Report, Status, failed, passed, warned
 from relay_client.check.sse import SSEError, SSEParser
 from relay_client.check.urls import host_of, is_machine_local, origin, with_origin
 
@@ -54,20 +55,22 @@ class McpCheck:
                     "check the public URL that relay-client http prints instead",
                 )
             )
-        discover = await self._post_or_fail("server/discover", "server/discover", wire.modern_params(), wire.modern_headers("server/discover"))
+        discover = await self._post_or_fail("server/discover", wire.modern_params(), wire.modern_headers("server/discover"))
         if discover is None or await self._stopped(discover):
             return
-        modern = self._judge_discover(discover)
-        init_id = self._id()
-        init = await self._post_or_fail("initialize", "initialize", wire.initialize_params(), wire.base_headers(), request_id=init_id)
+        modern, discover_check = self._judge_discover(discover)
+        at = len(self.report.checks)
+        init = await self._post_or_fail("initialize", wire.initialize_params(), wire.base_headers())
         if init is None or await self._stopped(init):
             return
         handshake = await self._handshake(init, modern is not None)
-        if modern is not None:
-            await self._modern_tools(modern)
         if modern is None and not handshake:
+            # Neither era answered: "server/discover not offered" would only blur the initialize failure.
             await self._legacy_transport_probe()
             return
+        self.report.checks.insert(at, discover_check)
+        if modern is not None:
+            await self._modern_tools(modern)
         self.report.add(wire.streaming_verdict(self.timings))
 
     # -- one POST -----------------------------------------------------------
@@ -128,10 +131,9 @@ class McpCheck:
         exchange.end_at = time.monotonic()
         exchange.events = parser.events
 
-    async def _post_or_fail(
-        self, name: str, method: str, params: dict[str, Any] | None, headers: dict[str, str], request_id: int | None = None
-    ) -> wire.Exchange | None:
-        message = wire.request(request_id or self._id(), method, params)
+    async def _post_or_fail(self, method: str, params: dict[str, Any] | None, headers: dict[str, str]) -> wire.Exchange | None:
+        """POST a request; on no usable answer, a FAIL line and None."""
+        message = wire.request(self._id(), method, params)
         try:
             return await self.post(method, message, headers)
         except FetchError as exc:
@@ -161,32 +163,26 @@ class McpCheck:
 
     # -- the stateless era ---------------------------------------------------
 
-    def _judge_discover(self, exchange: wire.Exchange) -> str | None:
-        """Report ``server/discover``; the modern version to use, if the server speaks one."""
+    def _judge_discover(self, exchange: wire.Exchange) -> tuple[str | None, Check]:
+        """The modern version to use (if the server speaks one), and the ``server/discover`` line."""
         name = "server/discover"
         result = exchange.result
         if result is None:
-            self.report.add(
-                passed(name, f"not offered ({exchange.error_text()}): a handshake-era server; SDK clients fall back to initialize")
-            )
-            return None
+            reason = exchange.error_text()
+            return None, passed(name, f"not offered ({reason}): a handshake-era server; SDK clients fall back to initialize")
         supported = result.get("supportedVersions")
         if not isinstance(supported, list):
-            self.report.add(
-                warned(name, "answered without supportedVersions; clients fall back to initialize", "return supportedVersions in the result")
+            return None, warned(
+                name, "answered without supportedVersions; clients fall back to initialize", "return supportedVersions in the result"
             )
-            return None
         mutual = [version for version in wire.MODERN_VERSIONS if version in supported]
         if not mutual:
-            self.report.add(passed(name, f"advertises only {', '.join(map(str, supported))}; clients use initialize"))
-            return None
-        server = _server_name(result)
-        self.report.add(passed(name, f"speaks {mutual[-1]} (stateless){server}, answered as {_how(exchange)}"))
-        return mutual[-1]
+            return None, passed(name, f"advertises only {', '.join(map(str, supported))}; clients use initialize")
+        return mutual[-1], passed(name, f"speaks {mutual[-1]} (stateless){_server_name(result)}, answered as {_how(exchange)}")
 
     async def _modern_tools(self, version: str) -> None:
         name = f"tools/list ({version})"
-        params = wire.modern_params({"_meta": {}}, version)
+        params = wire.modern_params(version=version)
         params["_meta"]["progressToken"] = "check-tools"
         try:
             exchange = await self.post(name, wire.request(self._id(), "tools/list", params), wire.modern_headers("tools/list", version))
@@ -218,12 +214,14 @@ class McpCheck:
                 )
             else:
                 explanation = explain_status(init.status, init.headers, init.body_excerpt, self.endpoint)
+                if not explanation and init.status == 404 and urlsplit(self.endpoint).path in ("", "/"):
+                    explanation = f"MCP endpoints usually live at a path: try {self.endpoint.rstrip('/')}/mcp"
                 self.report.add(failed("initialize", f"failed: {init.error_text()}", explanation or _SERVE_FIX))
             return False
         self.report.add(passed("initialize", f"answered as {_how(init)}{_server_name(result)}"))
         version_check = wire.judge_version(result.get("protocolVersion"))
         self.report.add(version_check)
-        version = str(result.get("protocolVersion")) if version_check.status.value == "PASS" else wire.LATEST_HANDSHAKE
+        version = str(result.get("protocolVersion")) if version_check.status is Status.PASS else wire.LATEST_HANDSHAKE
         session_id = init.headers.get(wire.SESSION_HEADER)
         headers = wire.session_headers(version, session_id)
 

@@ -17,7 +17,7 @@ from relay_client.check.limits import (
     MAX_SMALL_BYTES,
 )
 from relay_client.check.mcp import McpCheck
-from relay_client.check.report import Report, failed, passed, warned
+from relay_client.check.report import Report, Status, failed, passed, warned
 from relay_client.check.urls import (
     host_of,
     is_dev_host,
@@ -145,7 +145,8 @@ class PluginCheck:
         fetch_url, note = self._reachable_url(url)
         accept = "application/json, application/yaml, text/yaml, */*;q=0.5"
         answer = await self._get("OpenAPI document", fetch_url, MAX_OPENAPI_BYTES, accept)
-        if answer is None or self._status_failure("OpenAPI document", answer, "serve the OpenAPI document at api.url"):
+        where = "api.url" if self.report.mode == "plugin" else "this URL"
+        if answer is None or self._status_failure("OpenAPI document", answer, f"serve the OpenAPI document at {where}"):
             return None
         self.report.add(passed("OpenAPI document", f"GET {fetch_url} answered 200 ({len(answer.body)} bytes){note}"))
         document, parsed = openapi.parse(answer.body, answer.content_type, fetch_url)
@@ -163,7 +164,8 @@ class PluginCheck:
             return None
         checks = openapi.validate(document, self.url, limits)
         self.report.extend(checks)
-        if checks[2].status.value == "PASS":  # servers: is the server answering at all?
+        servers = next(check for check in checks if check.name == "OpenAPI servers")
+        if servers.status is Status.PASS:  # on the public origin; is it answering at all?
             await self._server_reachable(openapi.server_url(document) or self.public_origin)
         return document
 
@@ -189,7 +191,7 @@ class PluginCheck:
             return
         fix = explain_status(answer.status, answer.headers, answer.body, fetch_url) if answer.status != 200 else ""
         checks = logo.judge(fetch_url, answer.status, answer.content_type, answer.body, fix)
-        if note and checks and checks[0].status.value == "PASS":
+        if note and checks and checks[0].status is Status.PASS:
             checks[0] = passed("logo", checks[0].message + note)
         self.report.extend(checks)
 

@@ -45,6 +45,9 @@ class Flag(enum.IntFlag):
     ACK = 0x2
 
 
+#: Wire value -> FrameType without the cost of an enum call per frame.
+_TYPES = {t.value: t for t in FrameType}
+
 #: Frames that belong to one stream (stream id > 0).
 STREAM_FRAMES = frozenset({FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA, FrameType.RESET})
 
@@ -62,7 +65,8 @@ class Frame:
     """One decoded frame (a DATA payload is a read-only view of the message)."""
 
     type: FrameType
-    flags: Flag
+    #: Known flag bits only (``Flag`` values); unknown bits are dropped.
+    flags: int
     stream_id: int
     payload: bytes | memoryview
 
@@ -135,10 +139,9 @@ class FrameDecoder:
                         f"frame payload of {length} bytes exceeds the limit of {self._max_payload}",
                         ErrorCode.FRAME_TOO_LARGE,
                     )
-                try:
-                    frame_type = FrameType(ftype)
-                except ValueError:
-                    raise RemoteProtocolError(f"unknown frame type {ftype}") from None
+                frame_type = _TYPES.get(ftype)
+                if frame_type is None:
+                    raise RemoteProtocolError(f"unknown frame type {ftype}")
                 if stream_id > 0x7FFFFFFF:
                     raise RemoteProtocolError(f"stream id {stream_id} uses the reserved high bit")
                 if stream_id == 0 and frame_type in STREAM_FRAMES:
@@ -155,7 +158,7 @@ class FrameDecoder:
                     break
                 stop = start + length
                 payload = view[start:stop] if frame_type is FrameType.DATA else data[start:stop]
-                frames.append(Frame(frame_type, Flag(flags & 0x3), stream_id, payload))
+                frames.append(Frame(frame_type, flags & 0x3, stream_id, payload))
                 offset = stop
         finally:
             self._buffer = bytearray(data[offset:]) if offset < end else bytearray()

@@ -18,6 +18,7 @@ from relay_server.config import (
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_URL_BYTES,
     DEFAULT_RESPONSE_TIMEOUT,
+    LETS_ENCRYPT_DIRECTORY,
     RelayConfig,
     default_data_dir,
 )
@@ -116,6 +117,32 @@ def serve(
         int, typer.Option(min=MIN_WINDOW, max=MAX_WINDOW, help="Flow-control window per agent connection.")
     ] = DEFAULT_CONNECTION_WINDOW,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    https_port: Annotated[
+        Optional[int], typer.Option(envvar="RELAY_HTTPS_PORT", min=1, max=65535, help="TLS listener (public traffic and agents over wss://).")
+    ] = None,
+    tls_cert: Annotated[
+        Optional[list[Path]], typer.Option("--tls-cert", help="PEM certificate chain (wildcard or per host; repeatable, reloaded when changed).")
+    ] = None,
+    tls_key: Annotated[
+        Optional[list[Path]], typer.Option("--tls-key", help="PEM key of the --tls-cert in the same position (omit if the key is in that file).")
+    ] = None,
+    acme_email: Annotated[
+        Optional[str], typer.Option(help="Get certificates automatically (ACME) per hostname; contact address for the CA.")
+    ] = None,
+    acme_directory: Annotated[str, typer.Option(help="ACME directory URL.")] = LETS_ENCRYPT_DIRECTORY,
+    acme_ca: Annotated[Optional[Path], typer.Option(help="Extra CA file to trust for the ACME directory.")] = None,
+    acme_challenge: Annotated[
+        Optional[str], typer.Option(help="http-01 or tls-alpn-01 (default: http-01 when the HTTP listener is on).")
+    ] = None,
+    self_signed: Annotated[
+        bool, typer.Option("--self-signed", help="Local development HTTPS from a CA made in the data dir (port 8443 by default).")
+    ] = False,
+    redirect_https: Annotated[
+        bool, typer.Option("--redirect-https", help="Redirect plain-HTTP requests for tunnels to https://.")
+    ] = False,
+    public_scheme: Annotated[
+        Optional[str], typer.Option(help="Scheme of public URLs when a proxy in front terminates TLS: https or http.")
+    ] = None,
 ) -> None:
     """Run the public relay."""
     level = getattr(logging, log_level.upper(), None)
@@ -129,6 +156,15 @@ def serve(
     domain = domain.strip().lower().rstrip(".")
     if not domain or "/" in domain or ":" in domain:
         _fail(f"--domain must be a host name like example.com, not {domain!r}", 2)
+    from relay_server.tls.options import TLSOptionError, TLSOptions
+
+    try:
+        tls_fields = TLSOptions(
+            http_port, https_port, tls_cert, tls_key, acme_email, acme_directory, acme_ca, acme_challenge,
+            self_signed, redirect_https, public_scheme,
+        ).config_fields()
+    except TLSOptionError as exc:
+        _fail(str(exc), 2)
     config = RelayConfig(
         domain=domain,
         host=host,
@@ -143,6 +179,7 @@ def serve(
         max_header_bytes=max_header_bytes,
         stream_window=stream_window,
         connection_window=connection_window,
+        **tls_fields,
     )
     from relay_server.serve import StartupError, serve as run_relay
     from relay_protocol.eventloop import run

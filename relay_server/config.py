@@ -34,6 +34,9 @@ DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 #: Requests in flight on one tunnel; more get 503 at once instead of queueing.
 DEFAULT_MAX_STREAMS = 1000
 
+#: ACME directory used unless --acme-directory names another (Let's Encrypt production).
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+
 
 def default_data_dir() -> Path:
     """Where tokens live unless --data-dir says otherwise."""
@@ -60,17 +63,45 @@ class RelayConfig:
     #: Receive windows the relay announces to agents (bytes a stream/connection may have in flight).
     stream_window: int = DEFAULT_STREAM_WINDOW
     connection_window: int = DEFAULT_CONNECTION_WINDOW
+    #: TLS listener port (None: no HTTPS listener).
+    https_port: int | None = None
+    #: PEM files for the TLS listener: (certificate chain, its key or None when the key is in the chain file).
+    tls_files: list[tuple[Path, Path | None]] = field(default_factory=list)
+    #: Automatic certificates (ACME) when set: the account's contact address.
+    acme_email: str | None = None
+    acme_directory: str = LETS_ENCRYPT_DIRECTORY
+    #: Extra CA file trusted for the ACME directory (besides the system store).
+    acme_ca: Path | None = None
+    #: "http-01" or "tls-alpn-01"; None: HTTP-01 when the HTTP listener is on, else TLS-ALPN-01.
+    acme_challenge: str | None = None
+    #: Issue certificates from a local development CA in the data dir.
+    self_signed: bool = False
+    #: Answer plain-HTTP requests for tunnels with a redirect to https://.
+    redirect_https: bool = False
+    #: Scheme of public URLs when a proxy in front terminates TLS (None: https exactly when https_port is set).
+    public_scheme: str | None = None
+
+    @property
+    def url_scheme(self) -> str:
+        """``https`` or ``http``: the scheme public URLs use."""
+        return self.public_scheme or ("https" if self.https_port else "http")
 
     @property
     def advertised_port(self) -> int:
         """The port public URLs name."""
-        return self.public_port if self.public_port is not None else self.http_port
+        if self.public_port is not None:
+            return self.public_port
+        if self.url_scheme == "https":
+            return self.https_port or 443
+        return self.http_port
 
     def public_url(self, name: str | None = None) -> str:
-        """``http://NAME.domain[:port]``, or the relay's own base URL without a name."""
+        """``http(s)://NAME.domain[:port]``, or the relay's own base URL without a name."""
         host = f"{name}.{self.domain}" if name else self.domain
         port = self.advertised_port
-        return f"http://{host}" if port == 80 else f"http://{host}:{port}"
+        scheme = self.url_scheme
+        default = 443 if scheme == "https" else 80
+        return f"{scheme}://{host}" if port == default else f"{scheme}://{host}:{port}"
 
     def is_trusted_proxy(self, address: str | None) -> bool:
         """Whether the direct peer is a proxy allowed to tell us the client address."""

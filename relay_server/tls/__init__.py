@@ -9,6 +9,7 @@ expiring ones through an ``Issuer`` (``acme`` for RFC 8555 servers,
 ``selfsigned`` for a local development CA), one order per hostname at a time,
 only for hostnames its policy allows, with backoff after failures.
 ``storage`` keeps keys and certificates in the data dir (0700 dirs, 0600
-keys); ``http01`` answers ACME HTTP-01 challenges and redirects plain HTTP;
+keys; ``keys`` makes them); ``http01`` answers ACME HTTP-01 challenges and
+redirects plain HTTP; ``options`` checks the CLI's TLS options together;
 ``setup`` turns a ``RelayConfig`` into all of the above for ``serve``.
 """

@@ -103,18 +103,6 @@ def context_from_pem(chain_pem: bytes, key_pem: bytes, alpn: tuple[str, ...] = H
         return server_context(chain, key, alpn)
 
 
-def reject_context() -> ssl.SSLContext:
-    """A context that ends every handshake with an ``unrecognized_name`` alert."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-
-    def refuse(ssl_object: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> int:
-        return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
-
-    context.sni_callback = refuse
-    return context
-
-
 def _names(leaf: x509.Certificate) -> tuple[str, ...]:
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -48,11 +48,16 @@ def is_hostname(name: str) -> bool:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) with mode 0700; tighten it if it exists looser."""
+    """Create ``path`` with mode 0700 (and the ``tls`` folders above it, up to the data dir, likewise)."""
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, PRIVATE_DIR)
+        missing = []
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            missing.append(probe)
+            probe = probe.parent
+        for folder in reversed(missing):
+            folder.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+            os.chmod(folder, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
     except OSError as exc:
         raise StorageError(f"cannot create {path}: {exc.strerror}") from None
     return path

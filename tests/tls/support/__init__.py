@@ -1,0 +1,1 @@
+"""Helpers of the TLS tests: test CAs, a loopback DNS responder, Pebble, TLS probes, relay processes."""

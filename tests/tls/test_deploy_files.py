@@ -1,0 +1,148 @@
+"""deploy/: the files parse, the systemd unit verifies, the image's health check and install steps work.
+
+``docker`` itself is not needed: the image definition's commands are run the
+way the image runs them (the install in a plain venv needs PyPI, so that one
+runs only with ``LOCALRELAY_TEST_IMAGE_BUILD=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from support.processes import REPO_ROOT, ProcessGroup, child_env, python_module
+
+from tls.support.relays import start_tls_relay
+
+DEPLOY = REPO_ROOT / "deploy"
+
+#: Seconds for a venv creation plus ``pip install .`` (downloads the dependencies).
+INSTALL_TIMEOUT = 600
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of deploy/Dockerfile, continuation lines joined, comments dropped."""
+    joined: list[str] = []
+    pending = ""
+    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        joined.append(pending + stripped)
+        pending = ""
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in joined]
+
+
+def test_the_image_runs_as_a_non_root_user_with_a_data_volume_and_a_health_check() -> None:
+    steps = dockerfile_instructions()
+    final_stage = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
+    ops = dict(final_stage)
+
+    assert ops["FROM"].endswith("-slim")
+    assert ops["USER"] not in ("root", "0")
+    assert json.loads(ops["VOLUME"]) == ["/data"]
+    assert "RELAY_DATA_DIR=/data" in ops["ENV"]
+    assert json.loads(ops["ENTRYPOINT"]) == ["relay-server"]
+    assert "CMD" in ops["HEALTHCHECK"]
+
+
+def _health_command() -> list[str]:
+    args = dict(dockerfile_instructions())["HEALTHCHECK"]
+    return json.loads(args[args.index("CMD") + len("CMD") :].strip())
+
+
+def test_the_image_health_check_command_passes_on_a_running_relay_and_fails_on_a_stopped_one(
+    processes: ProcessGroup, data_dir: Path
+) -> None:
+    relay = start_tls_relay(processes, data_dir, "--self-signed")
+    command = _health_command()
+    assert command[0] == "python"
+    argv = [sys.executable, *command[1:]]
+
+    healthy = subprocess.run(argv, env=child_env({"RELAY_HTTP_PORT": str(relay.http_port)}), timeout=20, check=False)
+    relay.process.stop()
+    stopped = subprocess.run(
+        argv, env=child_env({"RELAY_HTTP_PORT": str(relay.http_port)}), capture_output=True, timeout=20, check=False
+    )
+
+    assert healthy.returncode == 0
+    assert stopped.returncode != 0
+
+
+def test_the_compose_file_parses_and_publishes_http_and_https_with_a_data_volume() -> None:
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+    relay = compose["services"]["relay"]
+    assert relay["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+    assert {"80:8080", "443:8443"} <= {p.split("#")[0].strip() for p in relay["ports"]}
+    assert "relay-data:/data" in relay["volumes"] and "relay-data" in compose["volumes"]
+    assert relay["read_only"] is True and relay["cap_drop"] == ["ALL"]
+    assert "--https-port=8443" in relay["command"] and "--public-port=443" in relay["command"]
+
+
+def test_the_options_the_deploy_files_use_exist() -> None:
+    help_text = subprocess.run(
+        python_module("relay_server", "serve", "--help"), capture_output=True, text=True, timeout=30,
+        env=child_env({"COLUMNS": "200"}), check=True,
+    ).stdout
+    yaml = pytest.importorskip("yaml")
+    command = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["relay"]["command"]
+    example = (DEPLOY / "relay.toml.example").read_text()
+    toml_keys = list(tomllib.loads(example)) + re.findall(r"^# ([a-z-]+) = ", example, re.MULTILINE)
+    assert "tls-cert" in toml_keys and "acme-email" in toml_keys
+    for option in [c.split("=")[0] for c in command[1:]] + [f"--{k}" for k in toml_keys]:
+        assert option in help_text, option
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (apt-get install systemd)")
+def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
+    unit = (DEPLOY / "relay-server.service").read_text()
+    relay_server = Path(sys.executable).parent / "relay-server"
+    assert "ExecStart=/opt/localrelay/bin/relay-server serve" in unit
+    local = tmp_path / "relay-server.service"
+    local.write_text(unit.replace("/opt/localrelay/bin/relay-server", str(relay_server)))
+
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "relay-server.service" not in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(os.environ.get("LOCALRELAY_TEST_IMAGE_BUILD") != "1", reason="needs PyPI: set LOCALRELAY_TEST_IMAGE_BUILD=1")
+def test_the_image_install_steps_work_in_a_plain_venv(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    copies = [args.split() for op, args in dockerfile_instructions() if op == "COPY" and "--from" not in args]
+    for parts in copies:
+        for name in parts[:-1]:
+            origin = REPO_ROOT / name
+            target = source / name
+            if origin.is_dir():
+                shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(origin, target)
+    run = next(args for op, args in dockerfile_instructions() if op == "RUN" and "venv" in args)
+    venv = tmp_path / "venv"
+    script = run.replace("/opt/localrelay", str(venv)).replace("python -m venv", f"{shlex.quote(sys.executable)} -m venv")
+
+    result = subprocess.run(["sh", "-c", script], cwd=source, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("relay-server "), result.stdout[-500:]
+    installed = list(venv.glob("lib/python*/site-packages/relay_server/tls/acme/issuer.py"))
+    assert installed, "the TLS package is missing from a non-editable install"

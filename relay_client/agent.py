@@ -71,6 +71,8 @@ class Agent:
     config: AgentConfig
     #: Called with the public URL each time the tunnel is (re)established.
     on_ready: Callable[[str], None] | None = None
+    #: Called with the reason each time an established tunnel is lost (before reconnecting).
+    on_lost: Callable[[str], None] | None = None
     observers: list[Observer] = field(default_factory=list)
     state: TunnelState = field(default_factory=TunnelState)
 
@@ -164,6 +166,8 @@ class Agent:
                 return
             backoff.connected_for(time.monotonic() - started)
             self.state.reconnects += 1
+            if self.on_lost is not None:
+                self.on_lost(conn.mux.close_reason or "connection lost")
             delay = backoff.next_delay()
             log.warning("tunnel connection lost (%s); reconnecting in %.1fs", conn.mux.close_reason or "closed", delay)
             await self._sleep(delay)

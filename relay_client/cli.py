@@ -130,21 +130,22 @@ def http(
         allow_ip=list(allow_ip or []),
     )
 
-    def announce(public_url: str) -> None:
-        print(f"Forwarding {public_url} -> {target.origin}", flush=True)
-
     inspect_at: tuple[str, int] | None = None
     if not no_inspect:
         try:
             inspect_at = parse_inspect_addr(inspect)
         except ValueError as exc:
             _fail(str(exc), 2)
-    console = ConsoleLog(fmt=log_format, verbose=verbose, host_header=host_header)
+    console = ConsoleLog(fmt=log_format, verbose=verbose, host_header=host_header, local_url=target.origin)
+
+    def announce(public_url: str) -> None:
+        console.tunnel_up(public_url, target.origin)
+
     observers: list = [console]
     recorder = Recorder() if inspect_at else None
     if recorder is not None:
         observers.append(recorder)
-    agent = Agent(config, on_ready=announce, observers=observers)
+    agent = Agent(config, on_ready=announce, on_lost=console.tunnel_down, observers=observers)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -160,9 +161,11 @@ def http(
                 typer.echo(f"Inspector {inspector.url}", err=True)
             except InspectorStartError as exc:
                 typer.echo(f"relay-client: warning: {exc}", err=True)
+        console.start(inspector.url if inspector is not None else None)
         try:
             await agent.run()
         finally:
+            console.stop()
             if inspector is not None:
                 await inspector.stop()
 

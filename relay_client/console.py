@@ -9,6 +9,7 @@ import time
 from typing import TextIO
 
 from relay_client.exchange import Exchange
+from relay_client.statusbar import Status, StatusHeader
 
 #: Longest a log line waits in the buffer when stdout is not a terminal.
 FLUSH_INTERVAL = 0.1
@@ -34,6 +35,7 @@ class ConsoleLog:
         fmt: str = "text",
         verbose: bool = False,
         host_header: str = "preserve",
+        local_url: str = "",
     ) -> None:
         self.out = out or sys.stdout
         self.fmt = fmt
@@ -45,9 +47,42 @@ class ConsoleLog:
             self._interactive = self.out.isatty()
         except (AttributeError, ValueError):
             self._interactive = False
+        #: The live header, on a terminal with text output only.
+        self.header = StatusHeader(self.out, Status(local_url)) if self._interactive and fmt == "text" else None
+
+    # ---------------------------------------------------------------- tunnel state
+    def start(self, inspector_url: str | None = None) -> None:
+        """Draw the live header (on a terminal)."""
+        if self.header is not None:
+            self.header.status.inspector_url = inspector_url
+            self.header.install()
+
+    def stop(self) -> None:
+        """Give the terminal back."""
+        if self.header is not None:
+            self.header.uninstall()
+
+    def tunnel_up(self, public_url: str, local_url: str) -> None:
+        """Print the contract's ``Forwarding`` line; mark the header online."""
+        self._write(f"Forwarding {public_url} -> {local_url}")
+        self._flush()
+        if self.header is not None:
+            status = self.header.status
+            status.public_url, status.online, status.note = public_url, True, "online"
+            self.header.draw(force=True)
+
+    def tunnel_down(self, reason: str) -> None:
+        """Mark the header as reconnecting."""
+        if self.header is not None:
+            status = self.header.status
+            status.online, status.note = False, f"reconnecting ({reason})"
+            status.reconnects += 1
+            self.header.draw(force=True)
 
     def request_started(self, exchange: Exchange) -> None:
         """With -v: the request head."""
+        if self.header is not None:
+            self.header.status.in_flight += 1
         if self.verbose and self.fmt == "text":
             lines = [f"> {exchange.method} {exchange.target}"] + [f"> {k}: {v}" for k, v in exchange.request_headers]
             self._write("\n".join(lines))
@@ -67,6 +102,12 @@ class ConsoleLog:
 
     def finished(self, exchange: Exchange) -> None:
         """One line per exchange."""
+        if self.header is not None:
+            status = self.header.status
+            status.requests += 1
+            status.in_flight = max(0, status.in_flight - 1)
+            status.errors += 1 if exchange.error or (exchange.status or 0) >= 500 else 0
+            self.header.draw()
         duration_ms = (exchange.duration or 0.0) * 1000
         if self.fmt == "json":
             record = {

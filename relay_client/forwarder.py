@@ -26,7 +26,7 @@ from relay_client.target import LocalTarget
 from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode, LocalProtocolError
 from relay_protocol.heads import ResponseHead
-from relay_protocol.httpheaders import WEBSOCKET_HANDSHAKE, header_tokens, strip_hop_by_hop
+from relay_protocol.httpheaders import WEBSOCKET_HANDSHAKE, decode_header_bytes, header_tokens, strip_hop_by_hop
 from relay_protocol.wsbridge import bridge
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
 
@@ -40,13 +40,6 @@ LOCAL_CONNECTION_LIMIT = 256
 
 #: Responses that never have a body, whatever their headers say.
 _BODYLESS = frozenset({204, 304})
-
-
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
 
 
 def make_local_session(resolver: aiohttp.abc.AbstractResolver | None = None) -> aiohttp.ClientSession:
@@ -181,7 +174,7 @@ class Forwarder:
         assert head is not None
         if True:  # one block, as it reads best top to bottom
             status = response.status
-            pairs = strip_hop_by_hop((_decode(k), _decode(v)) for k, v in response.raw_headers)
+            pairs = strip_hop_by_hop((decode_header_bytes(k), decode_header_bytes(v)) for k, v in response.raw_headers)
             public = self.public_url()
             if self.rewriter is not None and public:
                 rewriter = self.rewriter

@@ -21,6 +21,14 @@ HOP_BY_HOP = frozenset(
 )
 
 
+def decode_header_bytes(raw: bytes) -> str:
+    """Header bytes as text: UTF-8 where valid (what aiohttp re-encodes on the way out), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Drop hop-by-hop headers and any header the Connection header names."""
     pairs = list(headers)

@@ -19,7 +19,13 @@ from aiohttp import web
 from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode, LocalProtocolError
 from relay_protocol.heads import RequestHead, ResponseHead
-from relay_protocol.httpheaders import WEBSOCKET_HANDSHAKE, header_tokens, is_websocket_upgrade, strip_hop_by_hop
+from relay_protocol.httpheaders import (
+    WEBSOCKET_HANDSHAKE,
+    decode_header_bytes,
+    header_tokens,
+    is_websocket_upgrade,
+    strip_hop_by_hop,
+)
 from relay_protocol.wsbridge import bridge
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
 from relay_server.config import RelayConfig
@@ -32,18 +38,10 @@ log = logging.getLogger("relay_server.front")
 _FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
 
 
-def _decode(raw: bytes) -> str:
-    """Header bytes as text: UTF-8 where valid (what the agent's client re-encodes), else Latin-1."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
 def request_head(request: web.BaseRequest, config: RelayConfig, scheme: str = "http") -> RequestHead:
     """The stream head for a public request: hop-by-hop gone, X-Forwarded-* set by us."""
     peer = request.remote or ""
-    headers = strip_hop_by_hop((_decode(k), _decode(v)) for k, v in request.raw_headers)
+    headers = strip_hop_by_hop((decode_header_bytes(k), decode_header_bytes(v)) for k, v in request.raw_headers)
     prior_for = prior_proto = None
     if config.is_trusted_proxy(peer):
         prior_for = request.headers.get("X-Forwarded-For")

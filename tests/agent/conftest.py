@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -22,13 +22,9 @@ DOC_ORIGIN = Path(__file__).resolve().parent / "doc_origin.py"
 
 
 @pytest.fixture(scope="module")
-def group() -> Iterator[ProcessGroup]:
+def group(module_processes: ProcessGroup) -> ProcessGroup:
     """Processes of one module, stopped by PID at its end."""
-    processes = ProcessGroup()
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
+    return module_processes
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,24 +23,6 @@ from support.processes import ProcessGroup  # noqa: E402
 from check.helpers import PLUGIN_DIR  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def module_processes() -> Iterator[ProcessGroup]:
-    """Processes shared by one test module; stopped by PID at its end."""
-    group = ProcessGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
-
-
-@pytest.fixture
-def processes() -> Iterator[ProcessGroup]:
-    """Processes of one test; stopped by PID when it ends, pass or fail."""
-    group = ProcessGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture(scope="module")

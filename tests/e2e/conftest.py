@@ -9,7 +9,7 @@ function-scoped ``processes`` group, which stops everything it started.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -25,24 +25,6 @@ from support.localrelay import Agent, Origin, Relay, start_agent, start_origin, 
 from support.processes import ProcessGroup  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def session_processes() -> Iterator[ProcessGroup]:
-    """Processes shared by the whole session; stopped by PID at the end."""
-    group = ProcessGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
-
-
-@pytest.fixture
-def processes() -> Iterator[ProcessGroup]:
-    """Processes of one test; stopped by PID when it ends, pass or fail."""
-    group = ProcessGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture(scope="session")

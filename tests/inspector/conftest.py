@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,15 +182,6 @@ async def api(inspector: InspectorServer) -> AsyncIterator[aiohttp.ClientSession
     async with aiohttp.ClientSession(base_url=inspector.url, timeout=timeout) as session:
         yield session
 
-
-@pytest.fixture(scope="module")
-def module_processes() -> Iterator[ProcessGroup]:
-    """Processes shared by one test module; stopped by PID at its end."""
-    group = ProcessGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture(scope="module")

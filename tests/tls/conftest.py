@@ -29,24 +29,6 @@ def pki(tmp_path: Path) -> LocalPKI:
     return LocalPKI(folder)
 
 
-@pytest.fixture(scope="session")
-def session_processes() -> Iterator[ProcessGroup]:
-    """Processes shared by the TLS tests; stopped by PID at the end."""
-    group = ProcessGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
-
-
-@pytest.fixture
-def processes() -> Iterator[ProcessGroup]:
-    """Processes of one test; stopped by PID when it ends, pass or fail."""
-    group = ProcessGroup()
-    try:
-        yield group
-    finally:
-        group.stop_all()
 
 
 @pytest.fixture(scope="session")

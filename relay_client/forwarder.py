@@ -172,47 +172,46 @@ class Forwarder:
         """Send the local server's response head, then its body as it arrives (rewritten if asked)."""
         head = stream.request
         assert head is not None
-        if True:  # one block, as it reads best top to bottom
-            status = response.status
-            pairs = strip_hop_by_hop((decode_header_bytes(k), decode_header_bytes(v)) for k, v in response.raw_headers)
-            public = self.public_url()
-            if self.rewriter is not None and public:
-                rewriter = self.rewriter
-                pairs = [(k, rewriter.rewrite_header(v, public) if k.lower() in REWRITTEN_HEADERS else v) for k, v in pairs]
-            if self.cors:
-                pairs = add_cors_headers(head.headers, pairs)
-            exchange.status, exchange.reason, exchange.response_headers = status, response.reason or "", pairs
-            empty = head.method == "HEAD" or status in _BODYLESS or 100 <= status < 200
-            if empty:
-                self._notify("response_started", exchange)
-                stream.send_response(ResponseHead(status, exchange.reason, pairs), end_stream=True)
-                return
-            content = response.content
-            prefix = b""
-            if self.rewriter is not None and public and self.rewriter.applies_to(head.target) and _identity(response):
-                prefix, complete = await _read_up_to(content, MAX_REWRITE_BODY)
-                if complete:
-                    document = self.rewriter.rewrite_body(head.target, prefix, public)
-                    pairs = [(k, v) for k, v in pairs if k.lower() != "content-length"]
-                    pairs.append(("Content-Length", str(len(document))))
-                    exchange.response_headers = pairs
-                    exchange.add_response_body(document)
-                    self._notify("response_started", exchange)
-                    stream.send_response(ResponseHead(status, exchange.reason, pairs))
-                    await stream.write(document, end=True)
-                    return
+        status = response.status
+        pairs = strip_hop_by_hop((decode_header_bytes(k), decode_header_bytes(v)) for k, v in response.raw_headers)
+        public = self.public_url()
+        if self.rewriter is not None and public:
+            rewriter = self.rewriter
+            pairs = [(k, rewriter.rewrite_header(v, public) if k.lower() in REWRITTEN_HEADERS else v) for k, v in pairs]
+        if self.cors:
+            pairs = add_cors_headers(head.headers, pairs)
+        exchange.status, exchange.reason, exchange.response_headers = status, response.reason or "", pairs
+        empty = head.method == "HEAD" or status in _BODYLESS or 100 <= status < 200
+        if empty:
             self._notify("response_started", exchange)
-            stream.send_response(ResponseHead(status, exchange.reason, pairs))
-            if prefix:  # too big to rewrite: what we read goes out untouched
-                exchange.add_response_body(prefix)
-                await stream.write(prefix)
-            ended = False
-            async for chunk in content.iter_any():
-                exchange.add_response_body(chunk)
-                ended = content.at_eof()  # last chunk: carry END_STREAM on it, saving a frame
-                await stream.write(chunk, end=ended)
-            if not ended:
-                stream.end()
+            stream.send_response(ResponseHead(status, exchange.reason, pairs), end_stream=True)
+            return
+        content = response.content
+        prefix = b""
+        if self.rewriter is not None and public and self.rewriter.applies_to(head.target) and _identity(response):
+            prefix, complete = await _read_up_to(content, MAX_REWRITE_BODY)
+            if complete:
+                document = self.rewriter.rewrite_body(head.target, prefix, public)
+                pairs = [(k, v) for k, v in pairs if k.lower() != "content-length"]
+                pairs.append(("Content-Length", str(len(document))))
+                exchange.response_headers = pairs
+                exchange.add_response_body(document)
+                self._notify("response_started", exchange)
+                stream.send_response(ResponseHead(status, exchange.reason, pairs))
+                await stream.write(document, end=True)
+                return
+        self._notify("response_started", exchange)
+        stream.send_response(ResponseHead(status, exchange.reason, pairs))
+        if prefix:  # too big to rewrite: what we read goes out untouched
+            exchange.add_response_body(prefix)
+            await stream.write(prefix)
+        ended = False
+        async for chunk in content.iter_any():
+            exchange.add_response_body(chunk)
+            ended = content.at_eof()  # last chunk: carry END_STREAM on it, saving a frame
+            await stream.write(chunk, end=ended)
+        if not ended:
+            stream.end()
 
     async def _websocket(self, stream: MuxStream, exchange: Exchange, url: URL, headers: CIMultiDict[str]) -> None:
         """Open the local websocket with the public client's offer; answer 101 only if it accepts."""

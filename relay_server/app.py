@@ -21,9 +21,6 @@ log = logging.getLogger("relay_server")
 CONNECT_PATH = "/_relay/connect"
 HEALTH_PATH = "/_relay/health"
 
-CONFIG = web.AppKey("config", RelayConfig)
-REGISTRY = web.AppKey("registry", object)
-
 
 def tunnel_name(host: str, domain: str) -> str | None:
     """The tunnel a Host header names, or None for the relay itself.
@@ -57,8 +54,6 @@ class Relay:
     def make_app(self) -> web.Application:
         """The aiohttp application serving agents, public traffic and health."""
         app = web.Application(client_max_size=0)
-        app[CONFIG] = self.config
-        app[REGISTRY] = self.registry
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         app.on_shutdown.append(self._on_shutdown)
         return app

@@ -15,7 +15,7 @@ from relay_protocol.events import ConnectionClosed, HelloReceived
 from relay_protocol.handshake import Hello, Welcome
 from relay_protocol.session import Role, Session
 from relay_server.access import AccessPolicy, InvalidAccessOptions
-from relay_server.config import HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, MAX_AGENT_MESSAGE, RelayConfig
+from relay_server.config import HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, RelayConfig
 from relay_server.names import InvalidName, random_name, validate_name
 from relay_server.registry import NameTaken, Owner, TunnelRegistry
 from relay_server.tokens import TokenRecord, TokenStore, TokenStoreError
@@ -52,7 +52,7 @@ class AgentEndpoint:
             return _json_error(503, "token-store", "the relay cannot read its token store")
 
         ws = web.WebSocketResponse(
-            max_msg_size=MAX_AGENT_MESSAGE, compress=False, heartbeat=HEARTBEAT_INTERVAL, autoping=True
+            max_msg_size=self.config.max_agent_message, compress=False, heartbeat=HEARTBEAT_INTERVAL, autoping=True
         )
         if not ws.can_prepare(request).ok:
             return _json_error(400, "websocket-required", "this endpoint takes a websocket upgrade")

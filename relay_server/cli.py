@@ -14,6 +14,14 @@ import typer
 from relay_server import __version__
 from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, MAX_HEAD_SIZE, MAX_WINDOW, MIN_WINDOW
 from relay_server.config import (
+    DEFAULT_AUTH_FAILURES_PER_MINUTE,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_TUNNELS_PER_TOKEN,
+    DEFAULT_NAME_GRACE,
+    MAX_AGENT_MESSAGE,
+    SHUTDOWN_GRACE,
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_URL_BYTES,
@@ -128,7 +136,32 @@ def serve(
     connection_window: Annotated[
         int, typer.Option(min=MIN_WINDOW, max=MAX_WINDOW, help="Flow-control window per agent connection.")
     ] = DEFAULT_CONNECTION_WINDOW,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=0, help="Largest request body forwarded, in bytes (0: no limit); more gets 413.")
+    ] = DEFAULT_MAX_BODY_BYTES,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a client has to send a complete request head (slowloris defence).")
+    ] = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request body may stall (no byte arriving) before 408.")
+    ] = DEFAULT_BODY_TIMEOUT,
+    max_tunnels_per_token: Annotated[
+        int, typer.Option(min=0, help="Tunnels one token may hold at once (0: no limit).")
+    ] = DEFAULT_MAX_TUNNELS_PER_TOKEN,
+    auth_failures_per_minute: Annotated[
+        int, typer.Option(min=1, help="Failed agent logins per source address per minute before 429.")
+    ] = DEFAULT_AUTH_FAILURES_PER_MINUTE,
+    max_agent_message_bytes: Annotated[
+        int, typer.Option(min=64 * 1024, help="Largest websocket message accepted from an agent.")
+    ] = MAX_AGENT_MESSAGE,
+    shutdown_grace: Annotated[
+        float, typer.Option(min=0, help="Seconds in-flight requests get to finish on SIGTERM before the relay exits.")
+    ] = SHUTDOWN_GRACE,
+    name_grace: Annotated[
+        float, typer.Option(min=0, help="Seconds a lost agent's name stays held for the same token to reclaim.")
+    ] = DEFAULT_NAME_GRACE,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option(help="text or json (one JSON object a line).")] = "text",
     https_port: Annotated[
         Optional[int], typer.Option(envvar="RELAY_HTTPS_PORT", min=1, max=65535, help="TLS listener (public traffic and agents over wss://).")
     ] = None,
@@ -160,6 +193,8 @@ def serve(
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}", 2)
+    if log_format not in ("text", "json"):
+        _fail(f"--log-format must be text or json, not {log_format!r}", 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         proxies = [ipaddress.ip_network(c, strict=False) for c in trusted_proxy or []]
@@ -191,6 +226,15 @@ def serve(
         max_header_bytes=max_header_bytes,
         stream_window=stream_window,
         connection_window=connection_window,
+        max_body_bytes=max_body_bytes,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_tunnels_per_token=max_tunnels_per_token,
+        auth_failures_per_minute=auth_failures_per_minute,
+        max_agent_message=max_agent_message_bytes,
+        shutdown_grace=shutdown_grace,
+        name_grace=name_grace,
+        log_format=log_format,
         **tls_fields,
     )
     from relay_server.serve import StartupError, serve as run_relay

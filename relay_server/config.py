@@ -22,8 +22,26 @@ HEARTBEAT_INTERVAL = 20.0
 #: Largest websocket message accepted from an agent.
 MAX_AGENT_MESSAGE = 4 * 1024 * 1024
 
-#: Seconds in-flight requests get to finish when the relay stops.
-SHUTDOWN_GRACE = 5.0
+#: Seconds in-flight requests get to finish when the relay stops (SIGTERM).
+SHUTDOWN_GRACE = 20.0
+
+#: Seconds a disconnected agent's name stays reserved for the same token to reclaim it.
+DEFAULT_NAME_GRACE = 10.0
+
+#: Tunnels one token may hold at once (0: no limit).
+DEFAULT_MAX_TUNNELS_PER_TOKEN = 10
+
+#: Failed agent authentications per source address per minute before 429.
+DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
+
+#: Seconds a public client has to send a complete request head (slowloris defence).
+DEFAULT_HEADER_TIMEOUT = 10.0
+
+#: Seconds a request body may go without a byte arriving before 408 (slow-body defence).
+DEFAULT_BODY_TIMEOUT = 60.0
+
+#: Largest request body forwarded to a tunnel, in bytes (0: no limit; bodies stream, never buffered).
+DEFAULT_MAX_BODY_BYTES = 0
 
 #: Longest request target (path + query) forwarded; longer gets 414.
 DEFAULT_MAX_URL_BYTES = 16 * 1024
@@ -63,6 +81,17 @@ class RelayConfig:
     #: Receive windows the relay announces to agents (bytes a stream/connection may have in flight).
     stream_window: int = DEFAULT_STREAM_WINDOW
     connection_window: int = DEFAULT_CONNECTION_WINDOW
+    #: Largest websocket message accepted from an agent.
+    max_agent_message: int = MAX_AGENT_MESSAGE
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_tunnels_per_token: int = DEFAULT_MAX_TUNNELS_PER_TOKEN
+    auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES_PER_MINUTE
+    shutdown_grace: float = SHUTDOWN_GRACE
+    name_grace: float = DEFAULT_NAME_GRACE
+    #: ``text`` or ``json`` (one object a line): the relay's log lines.
+    log_format: str = "text"
     #: TLS listener port (None: no HTTPS listener).
     https_port: int | None = None
     #: PEM files for the TLS listener: (certificate chain, its key or None when the key is in the chain file).

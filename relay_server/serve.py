@@ -10,7 +10,7 @@ import sys
 from aiohttp import web
 
 from relay_server.app import Relay
-from relay_server.config import SHUTDOWN_GRACE, RelayConfig
+from relay_server.config import RelayConfig
 from relay_server.tls.listener import ListenError
 from relay_server.tls.setup import TLSRuntime, TLSSetupError, build_tls
 
@@ -62,7 +62,7 @@ async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> None
         handle_signals=False,
         handler_cancellation=True,
         auto_decompress=False,  # request bodies pass byte for byte (Content-Encoding untouched)
-        shutdown_timeout=SHUTDOWN_GRACE,
+        shutdown_timeout=config.shutdown_grace,
         max_line_size=config.max_url_bytes + PARSER_SLACK,
         max_field_size=config.max_header_bytes + PARSER_SLACK,
     )

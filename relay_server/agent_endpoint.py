@@ -16,6 +16,7 @@ from relay_protocol.handshake import Hello, Welcome
 from relay_protocol.session import Role, Session
 from relay_server.access import AccessPolicy, InvalidAccessOptions
 from relay_server.config import HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, RelayConfig
+from relay_server.observer import RelayObserver
 from relay_server.names import InvalidName, random_name, validate_name
 from relay_server.registry import NameTaken, Owner, TunnelRegistry
 from relay_server.tokens import TokenRecord, TokenStore, TokenStoreError
@@ -40,6 +41,7 @@ class AgentEndpoint:
     config: RelayConfig
     registry: TunnelRegistry
     tokens: TokenStore
+    observer: RelayObserver
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Upgrade to a websocket and serve the agent until it leaves."""

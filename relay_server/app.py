@@ -12,6 +12,7 @@ from relay_server import __version__
 from relay_server.agent_endpoint import AgentEndpoint
 from relay_server.config import RelayConfig
 from relay_server.front import forward, tunnel_offline
+from relay_server.observer import RelayObserver
 from relay_server.pages import error_response
 from relay_server.registry import LocalRegistry, TunnelRegistry
 from relay_server.tokens import TokenStore
@@ -44,11 +45,15 @@ def tunnel_name(host: str, domain: str) -> str | None:
 class Relay:
     """Holds the relay's state for one process (nothing lives in module globals)."""
 
-    def __init__(self, config: RelayConfig, registry: TunnelRegistry | None = None) -> None:
+    def __init__(
+        self, config: RelayConfig, registry: TunnelRegistry | None = None, observer: RelayObserver | None = None
+    ) -> None:
         self.config = config
         self.registry: TunnelRegistry = registry if registry is not None else LocalRegistry()
         self.tokens = TokenStore(config.data_dir)
-        self.agents = AgentEndpoint(config, self.registry, self.tokens)
+        #: Metrics and structured logs hook in here; every part of the relay reports to it.
+        self.observer = observer if observer is not None else RelayObserver()
+        self.agents = AgentEndpoint(config, self.registry, self.tokens, self.observer)
         self.started = time.time()
 
     def make_app(self) -> web.Application:

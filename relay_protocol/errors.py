@@ -25,6 +25,7 @@ class ErrorCode(enum.IntEnum):
     GOING_AWAY = 14
     TOO_MANY_STREAMS = 15
     LOCAL_ERROR = 16
+    TOO_MANY_TUNNELS = 17
 
     @classmethod
     def parse(cls, value: int) -> ErrorCode | int:

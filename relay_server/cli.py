@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -31,7 +32,7 @@ from relay_server.config import (
     default_data_dir,
 )
 from relay_server.names import InvalidName, validate_name
-from relay_server.tokens import TokenStore, TokenStoreError
+from relay_server.tokens import TokenStore, TokenStoreError, format_time, parse_expiry
 
 app = typer.Typer(
     help="localrelay relay: puts agents' local servers on NAME.<domain>.",
@@ -39,7 +40,7 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-token_app = typer.Typer(help="Create, list and revoke agent tokens.", no_args_is_help=True)
+token_app = typer.Typer(help="Create, list and revoke agent and admin tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
 
@@ -188,6 +189,29 @@ def serve(
     public_scheme: Annotated[
         Optional[str], typer.Option(help="Scheme of public URLs when a proxy in front terminates TLS: https or http.")
     ] = None,
+    cluster: Annotated[
+        Optional[str],
+        typer.Option(envvar="RELAY_CLUSTER", help="redis://HOST:PORT/DB: join a relay fleet that shares tunnels and tokens through Redis."),
+    ] = None,
+    advertise: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="RELAY_ADVERTISE",
+            help="URL where other nodes reach this node's internal listener (default http://127.0.0.1:<internal-port> "
+            "on a wildcard or loopback --host, else http://<host>:<internal-port>).",
+        ),
+    ] = None,
+    internal_port: Annotated[
+        Optional[int],
+        typer.Option(min=1, max=65535, help="Listener for node-to-node forwarding (fleet; authenticated with --cluster-secret)."),
+    ] = None,
+    cluster_secret: Annotated[
+        Optional[str],
+        typer.Option(envvar="RELAY_CLUSTER_SECRET", help="Secret shared by the fleet's nodes (authenticates node-to-node requests).", show_default=False),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes sharing the public ports on this machine, each a fleet node (needs --cluster).")
+    ] = 1,
 ) -> None:
     """Run the public relay."""
     level = getattr(logging, log_level.upper(), None)
@@ -195,7 +219,9 @@ def serve(
         _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}", 2)
     if log_format not in ("text", "json"):
         _fail(f"--log-format must be text or json, not {log_format!r}", 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from relay_server.logs import configure_logging
+
+    configure_logging(level, log_format)  # every record on stderr, human or one JSON object a line
     try:
         proxies = [ipaddress.ip_network(c, strict=False) for c in trusted_proxy or []]
     except ValueError as exc:
@@ -212,6 +238,21 @@ def serve(
         ).config_fields()
     except TLSOptionError as exc:
         _fail(str(exc), 2)
+    fleet_fields: dict[str, Any] = {}
+    if cluster or workers != 1 or internal_port is not None or advertise:
+        from relay_server.fleet.options import MIN_SECRET_LENGTH, FleetOptionError, FleetOptions
+
+        try:
+            fleet_fields = FleetOptions(
+                cluster, advertise, internal_port, cluster_secret, workers, host, http_port, tls_fields.get("https_port")
+            ).config_fields()
+        except FleetOptionError as exc:
+            _fail(str(exc), 2)
+        if cluster and len(cluster_secret or "") < MIN_SECRET_LENGTH:
+            logging.getLogger("relay_server").warning(
+                "--cluster-secret is shorter than %d characters: use a long random one (openssl rand -hex 32)",
+                MIN_SECRET_LENGTH,
+            )
     config = RelayConfig(
         domain=domain,
         host=host,
@@ -236,7 +277,12 @@ def serve(
         name_grace=name_grace,
         log_format=log_format,
         **tls_fields,
+        **fleet_fields,
     )
+    if config.workers > 1:  # this process only supervises; each worker is a full `serve`
+        from relay_server.fleet.workers import supervise
+
+        raise typer.Exit(supervise(config))
     from relay_server.serve import StartupError, serve as run_relay
     from relay_protocol.eventloop import run
 
@@ -250,47 +296,82 @@ def serve(
         pass
 
 
+ClusterOption = Annotated[
+    Optional[str],
+    typer.Option(envvar="RELAY_CLUSTER", help="redis://HOST:PORT/DB: the fleet's tokens in Redis (instead of --data-dir)."),
+]
+
+
+def _token_store(data_dir: Path, cluster: Optional[str]) -> TokenStore:
+    """The data dir's token file, or with --cluster the fleet's tokens in Redis."""
+    if not cluster:
+        return TokenStore(data_dir.expanduser())
+    from relay_server.fleet.options import FleetOptionError, check_redis_url
+    from relay_server.fleet.tokens import RedisTokenStore
+
+    try:
+        check_redis_url(cluster)
+    except FleetOptionError as exc:
+        raise TokenStoreError(str(exc)) from None
+    return RedisTokenStore(cluster)
+
+
 @token_app.command("create")
 def token_create(
-    subdomain: Annotated[Optional[str], typer.Option(help="Reserve this name for the token.")] = None,
+    subdomain: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Reserve this name for the token (repeatable); the token may then open tunnels under these names only."),
+    ] = None,
     label: Annotated[str, typer.Option(help="A note to recognise the token by in 'token list'.")] = "",
+    expires: Annotated[
+        Optional[str],
+        typer.Option(help="Expiry: a duration (30m, 12h, 7d, 2w) or an ISO date/datetime in UTC (2027-01-31, 2027-01-31T18:00)."),
+    ] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="A token for the relay's admin endpoints (metrics), not for agents.")
+    ] = False,
     data_dir: DataDir = default_data_dir(),
+    cluster: ClusterOption = None,
 ) -> None:
     """Create a token and print it (it is shown only this once)."""
     try:
-        name = validate_name(subdomain) if subdomain else None
-        token, _ = TokenStore(data_dir.expanduser()).create(label=label, subdomain=name)
-    except (InvalidName, TokenStoreError) as exc:
+        names = [validate_name(name) for name in subdomain or []]
+        expiry = parse_expiry(expires) if expires is not None else None
+        token, _ = _token_store(data_dir, cluster).create(label=label, subdomains=names, expires=expiry, admin=admin)
+    except (InvalidName, ValueError, TokenStoreError) as exc:
         _fail(str(exc))
     typer.echo(token)
 
 
 @token_app.command("list")
-def token_list(data_dir: DataDir = default_data_dir()) -> None:
+def token_list(data_dir: DataDir = default_data_dir(), cluster: ClusterOption = None) -> None:
     """List tokens by id (the tokens themselves are never stored)."""
-    import datetime
-
     try:
-        records = TokenStore(data_dir.expanduser()).records()
+        records = _token_store(data_dir, cluster).records()
     except TokenStoreError as exc:
         _fail(str(exc))
     if not records:
         typer.echo("no tokens", err=True)
         return
-    typer.echo(f"{'ID':<18} {'SUBDOMAIN':<20} {'CREATED':<20} LABEL")
+    now = time.time()
+    rows = [("ID", "SCOPE", "SUBDOMAINS", "CREATED", "EXPIRES", "LABEL")]
     for r in records:
-        created = datetime.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
-        typer.echo(f"{r.id:<18} {r.subdomain or '-':<20} {created:<20} {r.label}")
+        expires = r.expires_text() + (" (expired)" if r.expired(now) else "")
+        rows.append((r.id, r.scope, ",".join(r.names) or "-", format_time(r.created), expires, r.label))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
 
 
 @token_app.command("revoke")
 def token_revoke(
     token_id: Annotated[str, typer.Argument(help="The id shown by 'token list'.")],
     data_dir: DataDir = default_data_dir(),
+    cluster: ClusterOption = None,
 ) -> None:
-    """Revoke a token by id; agents using it can no longer connect."""
+    """Revoke a token by id; its live tunnels are disconnected within about a second."""
     try:
-        removed = TokenStore(data_dir.expanduser()).revoke(token_id)
+        removed = _token_store(data_dir, cluster).revoke(token_id)
     except TokenStoreError as exc:
         _fail(str(exc))
     if not removed:

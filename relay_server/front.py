@@ -29,7 +29,10 @@ from relay_protocol.httpheaders import (
 from relay_protocol.wsbridge import bridge
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
 from relay_server.config import RelayConfig
+from relay_server.metering import meter_of
+from relay_server.integrity import ambiguous_target, origin_form
 from relay_server.pages import error_response
+from relay_server.publiclimits import BodyGuard, BodyRefused, observer_of, refusal_response
 from relay_server.tunnel import Tunnel
 
 log = logging.getLogger("relay_server.front")
@@ -56,12 +59,15 @@ def request_head(request: web.BaseRequest, config: RelayConfig, scheme: str = "h
     return RequestHead(request.method, request.raw_path, headers, peer)
 
 
-async def _pump_request_body(request: web.BaseRequest, stream: MuxStream) -> None:
-    """Copy the public request body into the stream as it arrives."""
+async def _pump_request_body(request: web.BaseRequest, stream: MuxStream, guard: BodyGuard) -> None:
+    """Copy the public request body into the stream as it arrives (under the body timeout and size limit)."""
     try:
-        async for chunk in request.content.iter_any():
+        while chunk := await guard.next_chunk(request):
             await stream.write(chunk)
         stream.end()
+    except BodyRefused as exc:
+        # The local server sees the abort; forward() answers the caller from guard.refusal.
+        stream.reset(ErrorCode.CANCEL, str(exc))
     except StreamError:
         pass  # the agent reset the stream; the response side reports it
     except (ConnectionError, asyncio.IncompleteReadError, web.HTTPException):
@@ -74,9 +80,17 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
         refusal = tunnel.access.check(request, config, tunnel.name)
         if refusal is not None:
             return refusal
+    mismatch = ambiguous_target(request)
+    if mismatch is not None:
+        return mismatch
+    guard = BodyGuard(config, observer_of(request), tunnel.name, request.remote)
+    too_large = guard.declared_too_large(request.content_length)
+    if too_large is not None:
+        return refusal_response(request, too_large)
     tunnel.requests += 1
     websocket = is_websocket_upgrade(request.method, request.headers.get("Upgrade", ""))
     head = request_head(request, config, scheme=request.scheme)  # "https" on the TLS listener
+    head.target = origin_form(head.target)  # absolute-form (already matched to Host) travels as a path
     if tunnel.access.basic_auth_hash is not None:
         # The tunnel's password is the relay's business, not the local server's.
         head.headers = [(k, v) for k, v in head.headers if k.lower() != "authorization"]
@@ -89,6 +103,7 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
         if exc.code == ErrorCode.FRAME_TOO_LARGE:
             return error_response(request, 431, "headers-too-large", "Request headers too large", str(exc))
         if exc.code == ErrorCode.TOO_MANY_STREAMS:
+            meter_of(request).limit_hit("max_streams")
             return error_response(
                 request,
                 503,
@@ -99,8 +114,9 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
         return _offline(request, tunnel.name)
     except StreamError:
         return _offline(request, tunnel.name)
-    upload = asyncio.create_task(_pump_request_body(request, stream)) if has_body else None
+    upload = asyncio.create_task(_pump_request_body(request, stream, guard)) if has_body else None
     bridged = False
+    meter_of(request).stream_opened(stream.id)
     try:
         try:
             async with asyncio.timeout(config.response_timeout):
@@ -115,6 +131,8 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
                 f"The agent for {tunnel.name} did not answer within {config.response_timeout:g} seconds.",
             )
         except StreamError as exc:
+            if guard.refusal is not None:
+                return refusal_response(request, guard.refusal)
             return _stream_failed(request, tunnel, exc)
         if websocket and response_head.status == 101:
             bridged = True
@@ -142,18 +160,22 @@ async def _write_response(
     response = kind(status=head.status, reason=head.reason or None)
     for name, value in strip_hop_by_hop(head.headers):
         response.headers.add(name, value)
+    meter = meter_of(request)  # time to first byte, body bytes, why it broke off
     try:
         await response.prepare(request)
+        meter.head_sent(response)
         while chunk := await stream.read():
             await response.write(chunk)
+            meter.sent(len(chunk))
         await response.write_eof()
     except StreamError as exc:
         # The body broke off: end the connection without a proper end, so the
         # caller sees an incomplete response rather than a short one.
         log.info("tunnel %s: response body cut off (%s)", tunnel.name, exc)
+        meter.failed(f"response body cut off: {exc}")
         _abort(request)
     except ConnectionError:
-        pass  # the public client went away; the caller's finally resets the stream
+        meter.failed("public client went away")  # the caller's finally resets the stream
     return response
 
 
@@ -191,6 +213,7 @@ async def _bridge_websocket(request: web.BaseRequest, stream: MuxStream, head: R
         if name.lower() not in WEBSOCKET_HANDSHAKE:
             ws.headers.add(name, value)
     await ws.prepare(request)
+    meter_of(request).head_sent(ws)
     # When the public client closes, aiohttp cancels this handler as the socket goes;
     # the bridge must still carry the close code to the local server, so it runs on
     # (bounded by its own timeouts) and releases the stream itself.
@@ -220,6 +243,8 @@ def _stream_failed(request: web.BaseRequest, tunnel: Tunnel, exc: StreamError) -
         return error_response(request, 503, "too-many-requests", "Tunnel busy", exc.reason)
     if exc.code == ErrorCode.GOING_AWAY:
         return _offline(request, tunnel.name, "The agent disconnected before answering.")
+    if exc.code == ErrorCode.REFUSED_STREAM:  # the agent is shutting down and took no new requests
+        return _offline(request, tunnel.name, "The agent is shutting down.")
     return error_response(request, 502, "stream-reset", "Tunnel error", f"The agent abandoned the request: {exc}")
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay_client.connection import AgentConnection, open_connection
-from relay_client.errors import AgentError, FatalError, RetryableError
+from relay_client.errors import AgentError, FatalError, RelayBusyError, RetryableError
 from relay_client.exchange import DEFAULT_CAPTURE_LIMIT, Observer
 from relay_client.forwarder import Forwarder, make_local_session
 from relay_client.reconnect import Backoff
@@ -22,6 +22,9 @@ from relay_client.resolver import LoopbackResolver
 from relay_client.target import LocalTarget
 
 log = logging.getLogger("relay_client")
+
+#: Seconds requests in flight get to finish after Ctrl-C / SIGTERM before the agent cuts them off.
+SHUTDOWN_GRACE = 10.0
 
 
 @dataclass(slots=True)
@@ -42,6 +45,8 @@ class AgentConfig:
     basic_auth: str | None = None
     #: CIDRs of public callers the relay lets through (empty: anyone).
     allow_ip: list[str] = field(default_factory=list)
+    #: Seconds ``stop()`` lets requests in flight finish before cutting them off.
+    shutdown_grace: float = SHUTDOWN_GRACE
 
     def relay_options(self) -> dict:
         """Access rules for the relay to enforce, as HELLO options."""
@@ -82,6 +87,11 @@ class Agent:
         self._agent_key = secrets.token_hex(16)
         self._stopping = asyncio.Event()
         self._connection: AgentConnection | None = None
+        #: Every connection still running: the current one, and older ones whose relay is
+        #: going away and that are finishing their requests.
+        self._connections: set[AgentConnection] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._deadline: asyncio.TimerHandle | None = None
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.config.cacert:
@@ -108,15 +118,51 @@ class Agent:
             )
             try:
                 await self._loop(forwarder, ssl_context)
+                if self._retiring:  # older connections finishing their last requests
+                    await asyncio.gather(*self._retiring, return_exceptions=True)
             finally:
+                self._cut("agent stopped")
+                for task in self._retiring:
+                    task.cancel()
+                if self._deadline is not None:
+                    self._deadline.cancel()
                 self.local_session = None
                 await forwarder.close()
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being served right now, on every connection."""
+        return sum(conn.mux.open_streams for conn in self._connections)
+
     def stop(self) -> None:
-        """Close the tunnel and make ``run`` return."""
+        """Stop gracefully, and make ``run`` return.
+
+        The first call takes no new requests (the relay hears GOAWAY NO_ERROR and
+        answers 502 at once) and lets those in flight finish for up to
+        ``config.shutdown_grace`` seconds; a second call cuts them off at once.
+        """
+        if self._stopping.is_set():
+            self._cut("agent stopping now")
+            return
         self._stopping.set()
-        if self._connection is not None:
-            self._connection.mux.close(reason="agent stopping")
+        busy = self.in_flight
+        for conn in list(self._connections):
+            conn.mux.drain("agent stopping")
+        if busy:
+            log.info(
+                "stopping: waiting up to %gs for %d request(s) in flight (stop again to quit now)",
+                self.config.shutdown_grace, busy,
+            )
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called off the loop: the caller enforces its own deadline
+                return
+            self._deadline = loop.call_later(self.config.shutdown_grace, self._cut, "agent stopping: grace period over")
+
+    def _cut(self, reason: str) -> None:
+        """Close every connection now; requests still running end with an error at the relay."""
+        for conn in list(self._connections):
+            conn.mux.close(reason=reason)
 
     async def _loop(self, forwarder: Forwarder, ssl_context: ssl.SSLContext | None) -> None:
         backoff = Backoff()
@@ -139,7 +185,8 @@ class Agent:
             except RetryableError as exc:
                 failures_this_round += 1
                 server_index += 1
-                if not ever_connected and failures_this_round >= len(self.config.servers):
+                busy = isinstance(exc, RelayBusyError)  # the relay is there, only not ready: keep trying
+                if not ever_connected and not busy and failures_this_round >= len(self.config.servers):
                     raise
                 delay = backoff.next_delay()
                 log.warning("%s; retrying in %.1fs", exc, delay)
@@ -147,6 +194,7 @@ class Agent:
                 continue
             failures_this_round = 0
             self._connection = conn
+            self._connections.add(conn)
             ever_connected = True
             subdomain = conn.welcome.name  # come back under the same name
             self.state.public_url, self.state.name = conn.welcome.public_url, conn.welcome.name
@@ -155,10 +203,29 @@ class Agent:
                 self.on_ready(conn.welcome.public_url)
             started = time.monotonic()
             if self._stopping.is_set():
-                conn.mux.close(reason="agent stopping")
-            await conn.run()
+                conn.mux.drain("agent stopping")
+            relay_leaving = asyncio.Event()
+            conn.mux.on_peer_draining = lambda _reason: relay_leaving.set()
+            running = asyncio.create_task(conn.run())
+            await _first_of(running, relay_leaving)
             self.state.connected = False
             self._connection = None
+            if relay_leaving.is_set() and not self._stopping.is_set():
+                # The relay is going away (a restart, a deploy): connect again at once while
+                # the requests on this connection finish; it closes by itself after them.
+                self._retire(conn, running)
+                reason = "relay is going away"
+                log.warning(
+                    "relay at %s is going away; reconnecting now (%d request(s) finishing on the old connection)",
+                    conn.server, conn.mux.open_streams,
+                )
+                if self.on_lost is not None:
+                    self.on_lost(reason)
+                self.state.reconnects += 1
+                backoff.reset()
+                continue
+            await running  # done, or finishing its drain because we are stopping
+            self._connections.discard(conn)
             fatal = conn.fatal_close()
             if fatal is not None:
                 raise fatal
@@ -172,11 +239,32 @@ class Agent:
             log.warning("tunnel connection lost (%s); reconnecting in %.1fs", conn.mux.close_reason or "closed", delay)
             await self._sleep(delay)
 
+    def _retire(self, conn: AgentConnection, running: asyncio.Task[None]) -> None:
+        """Let ``conn`` finish its requests in the background; forget it once it has closed."""
+        self._retiring.add(running)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._retiring.discard(task)
+            self._connections.discard(conn)
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("old connection ended with %r", task.exception())
+
+        running.add_done_callback(done)
+
     async def _sleep(self, delay: float) -> None:
         try:
             await asyncio.wait_for(self._stopping.wait(), delay)
         except asyncio.TimeoutError:
             pass
+
+
+async def _first_of(task: asyncio.Task[None], event: asyncio.Event) -> None:
+    """Wait until ``task`` is done or ``event`` is set (whichever comes first)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 __all__ = ["Agent", "AgentConfig", "AgentError", "TunnelState"]

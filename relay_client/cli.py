@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from relay_client import __version__
-from relay_client.agent import Agent, AgentConfig
+from relay_client.agent import SHUTDOWN_GRACE, Agent, AgentConfig
 from relay_client.check import register as register_check
 from relay_client.console import ConsoleLog
 from relay_client.inspector import (
@@ -84,6 +84,10 @@ def http(
     ] = f"{DEFAULT_INSPECT_HOST}:{DEFAULT_INSPECT_PORT}",
     no_inspect: Annotated[bool, typer.Option("--no-inspect", help="Do not start the inspector.")] = False,
     log_format: Annotated[str, typer.Option(help="Console format: text or json (one object a line).")] = "text",
+    shutdown_grace: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds requests in flight get to finish on Ctrl-C/SIGTERM (a second Ctrl-C quits at once)."),
+    ] = SHUTDOWN_GRACE,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Also print every request and response head.")
     ] = False,
@@ -128,6 +132,7 @@ def http(
         cors=cors,
         basic_auth=basic_auth,
         allow_ip=list(allow_ip or []),
+        shutdown_grace=shutdown_grace,
     )
 
     inspect_at: tuple[str, int] | None = None

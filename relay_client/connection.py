@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from relay_client import __version__
-from relay_client.errors import AgentError, AuthError, FatalError, NameError_, RetryableError
+from relay_client.errors import AgentError, AuthError, FatalError, NameError_, RelayBusyError, RetryableError
 from relay_client.resolver import is_localhost
 from relay_client.ws_transport import WebsocketsTransport
 from relay_protocol.driver import Multiplexer, MuxStream
@@ -33,8 +34,25 @@ CONNECT_PATH = "/_relay/connect"
 #: Seconds to open the websocket and complete the handshake.
 CONNECT_TIMEOUT = 10.0
 
-#: Websocket keepalive: a silent relay is declared dead after about twice this.
-PING_INTERVAL = 20.0
+def _seconds_from_env(name: str, default: float) -> float:
+    """A positive number of seconds from the environment, else ``default`` (a test knob, not a feature)."""
+    try:
+        value = float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if 0 < value < 3600 else default
+
+
+#: Websocket keepalive: a ping every PING_INTERVAL s (``RELAY_CLIENT_PING_INTERVAL`` overrides it).
+PING_INTERVAL = _seconds_from_env("RELAY_CLIENT_PING_INTERVAL", 20.0)
+
+#: No pong within this many seconds of a ping: the relay (or the path to it) is gone, even
+#: without a FIN or RST; the agent drops the connection and reconnects.
+PING_TIMEOUT = PING_INTERVAL
+
+#: Seconds the websocket closing handshake may take before the socket is dropped (a dead
+#: relay never answers it): bounds half-open detection to PING_INTERVAL + PING_TIMEOUT + this.
+CLOSE_TIMEOUT = min(5.0, PING_INTERVAL)
 
 #: Largest websocket message accepted from the relay.
 MAX_RELAY_MESSAGE = 4 * 1024 * 1024
@@ -49,6 +67,7 @@ _FATAL_CODES = {
     ErrorCode.NAME_TAKEN: NameError_,
     ErrorCode.NAME_INVALID: NameError_,
     ErrorCode.UNSUPPORTED_VERSION: FatalError,
+    ErrorCode.TOO_MANY_TUNNELS: FatalError,
 }
 
 
@@ -61,7 +80,7 @@ def websocket_url(server: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + CONNECT_PATH, "", ""))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class AgentConnection:
     """A connected, registered agent."""
 
@@ -108,7 +127,8 @@ async def open_connection(
                 compression=None,
                 max_size=MAX_RELAY_MESSAGE,
                 ping_interval=PING_INTERVAL,
-                ping_timeout=PING_INTERVAL,
+                ping_timeout=PING_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT,
                 open_timeout=CONNECT_TIMEOUT,
                 user_agent_header=f"localrelay-agent/{__version__}",
                 write_limit=WRITE_LIMIT,
@@ -160,6 +180,8 @@ async def _handshake(session: Session, transport: WebsocketsTransport) -> Welcom
                 return event.welcome
             if isinstance(event, (GoAwayReceived, ConnectionClosed)):
                 kind = _FATAL_CODES.get(event.code, RetryableError)  # type: ignore[call-overload]
+                if event.code == ErrorCode.INTERNAL_ERROR:  # the relay's own trouble (its fleet's Redis down)
+                    kind = RelayBusyError
                 raise kind(f"relay refused the tunnel: {event.reason}")
 
 

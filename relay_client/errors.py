@@ -27,3 +27,11 @@ class NameError_(FatalError):
 
 class RetryableError(AgentError):
     """The relay was unreachable or the connection broke; try again later."""
+
+
+class RelayBusyError(RetryableError):
+    """The relay answered but cannot take a tunnel right now (e.g. its fleet's Redis is down).
+
+    Unlike an unreachable relay, this is no sign of a wrong --server: even an agent that
+    never connected keeps retrying with backoff.
+    """

@@ -30,6 +30,10 @@ class Backoff:
         self.attempt += 1
         return base / 2 + self.rng.random() * base / 2
 
+    def reset(self) -> None:
+        """Start the schedule over (the last connection was fine; the relay asked us to move)."""
+        self.attempt = 0
+
     def connected_for(self, seconds: float) -> None:
         """A connection just ended after ``seconds``; a stable one resets the schedule."""
         if seconds >= STABLE_AFTER:

@@ -22,6 +22,7 @@ from relay_protocol.events import (
     DataReceived,
     Event,
     GoAwayReceived,
+    PeerDraining,
     PingAcknowledged,
     ResponseReceived,
     StreamOpened,
@@ -290,6 +291,12 @@ class Multiplexer:
         self.close_reason = ""
         self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._ping_seq = 0
+        #: Called once with the reason when the peer says it is draining (GOAWAY NO_ERROR).
+        self.on_peer_draining: Callable[[str], None] | None = None
+        #: Either side said GOAWAY(NO_ERROR): close once the last stream is done and flushed.
+        self._drain_reason: str | None = None
+        #: We ended the connection on purpose (``close``), as opposed to losing it.
+        self.closed_locally = False
 
     @property
     def open_streams(self) -> int:
@@ -300,6 +307,21 @@ class Multiplexer:
     def closed(self) -> bool:
         """The connection is gone or going (no new streams)."""
         return self._closed
+
+    @property
+    def draining(self) -> bool:
+        """We said GOAWAY(NO_ERROR): no new streams, open ones finish."""
+        return self.session.draining
+
+    @property
+    def peer_draining(self) -> bool:
+        """The peer said GOAWAY(NO_ERROR): it takes or opens no new streams."""
+        return self.session.peer_draining
+
+    @property
+    def accepting_streams(self) -> bool:
+        """Open, and nobody is draining: a new stream may start."""
+        return not self._closed and self.session.accepting_streams
 
     # ----------------------------------------------------------------- running
     async def run(self) -> None:
@@ -346,6 +368,10 @@ class Multiplexer:
                 while session.bytes_to_send:
                     await transport.send(session.data_to_send(MAX_MESSAGE_SIZE))
                     self._release_space()
+                if self._drain_reason is not None and not self._closed:
+                    self._finish_drain()
+                    if session.bytes_to_send:
+                        continue  # our closing GOAWAY goes out before we stop
                 if self._closed:
                     return
         except TransportClosed:
@@ -390,10 +416,16 @@ class Multiplexer:
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
                 stream._fail(StreamError(event.code, event.reason), remote=True, reset=True)
+            if self._drain_reason is not None:
+                self._wake_writer()
         elif isinstance(event, PingAcknowledged):
             waiter = self._pongs.pop(event.payload, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+        elif isinstance(event, PeerDraining):
+            self._start_drain(event.reason or "peer is going away")
+            if self.on_peer_draining is not None:
+                self.on_peer_draining(event.reason)
         elif isinstance(event, (GoAwayReceived, ConnectionClosed)):
             self.close_code, self.close_reason = event.code, event.reason
             self._closed = True
@@ -438,9 +470,26 @@ class Multiplexer:
         """Say GOAWAY and stop; ``run`` returns once the frame is out."""
         if not self._closed:
             self.close_code, self.close_reason = code, reason
+            self.closed_locally = True
             self.session.goaway(code, reason)
             self._closed = True
             self._wake_writer()
+
+    def drain(self, reason: str = "") -> None:
+        """Say GOAWAY(NO_ERROR): no new streams; close by ourselves once the open ones are done.
+
+        Open streams run on untouched (``close`` cuts them off if they take too long).
+        """
+        if self._closed:
+            return
+        self.session.drain(reason)
+        self._start_drain(reason or "going away")
+        self._wake_writer()
+
+    def _start_drain(self, reason: str) -> None:
+        if self._drain_reason is None:
+            self._drain_reason = reason
+            self._wake_writer()  # the writer closes at once if no stream is open
 
     # ----------------------------------------------------------------- internals
     def _acknowledge(self, stream_id: int, n: int) -> None:
@@ -456,6 +505,13 @@ class Multiplexer:
         """Drop our routing entry once the session has closed the stream both ways."""
         if not self.session.is_open(stream_id):
             self._streams.pop(stream_id, None)
+            if self._drain_reason is not None:
+                self._wake_writer()  # maybe the last one: the writer checks once flushed
+
+    def _finish_drain(self) -> None:
+        """Draining, every stream done and every byte sent: end the connection cleanly."""
+        if not self._streams and not self.session.open_streams and not self.session.bytes_to_send:
+            self.close(ErrorCode.GOING_AWAY, self._drain_reason or "drained")
 
     def _wake_writer(self) -> None:
         self._wakeup.set()

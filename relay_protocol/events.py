@@ -89,6 +89,17 @@ class GoAwayReceived(Event):
 
 
 @dataclass(slots=True)
+class PeerDraining(Event):
+    """The peer sent GOAWAY(NO_ERROR): no new streams; the open ones run to their end.
+
+    The connection stays open.  The relay stops opening streams; an agent told
+    this by its relay connects again elsewhere while its open streams finish.
+    """
+
+    reason: str
+
+
+@dataclass(slots=True)
 class ConnectionClosed(Event):
     """The session ended because of a protocol error; ``code`` says whose."""
 

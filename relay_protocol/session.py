@@ -21,6 +21,7 @@ from relay_protocol.events import (
     Event,
     GoAwayReceived,
     HelloReceived,
+    PeerDraining,
     PingAcknowledged,
     ResponseReceived,
     StreamOpened,
@@ -101,6 +102,10 @@ class Session:
         self._data: deque[tuple[bytes, bytes | memoryview]] = deque()
         self._pending = 0
         self._hello_sent = False
+        #: We sent GOAWAY(NO_ERROR): no new streams (an agent refuses OPENs), open ones finish.
+        self.draining = False
+        #: The peer sent GOAWAY(NO_ERROR): the relay opens no more streams on this connection.
+        self.peer_draining = False
 
     # ------------------------------------------------------------------ handshake
     def send_hello(self, hello: Hello) -> None:
@@ -136,11 +141,29 @@ class Session:
         self._queue_in_order(FrameType.GOAWAY, 0, f.encode_code_reason(code, reason))
         self.phase = Phase.CLOSED
 
+    def drain(self, reason: str = "") -> None:
+        """Say GOAWAY(NO_ERROR): no new streams from now on; the open ones finish normally.
+
+        The connection stays open until a closing ``goaway`` from either side.
+        Only once the handshake is done (before, there is nothing to drain).
+        """
+        if self.phase is not Phase.OPEN or self.draining:
+            return
+        self.draining = True
+        self._queue(FrameType.GOAWAY, 0, 0, f.encode_code_reason(ErrorCode.NO_ERROR, reason))
+
+    @property
+    def accepting_streams(self) -> bool:
+        """Open, and neither side has said it is draining: new streams may start."""
+        return self.phase is Phase.OPEN and not self.draining and not self.peer_draining
+
     # ------------------------------------------------------------------ sending
     def open_stream(self, head: RequestHead, end_stream: bool = False) -> int:
         """Relay: start a stream carrying a public request; returns its id."""
         self._require_role(Role.RELAY, "open streams")
         self._require_open()
+        if self.draining or self.peer_draining:
+            raise LocalProtocolError("the connection is draining: no new streams", ErrorCode.GOING_AWAY)
         if len(self._streams) >= self.max_streams:
             raise LocalProtocolError(f"{self.max_streams} streams already open", ErrorCode.TOO_MANY_STREAMS)
         payload = _encoded_head(head)
@@ -312,6 +335,11 @@ class Session:
                 self._queue(FrameType.PING, Flag.ACK, 0, frame.payload[:8])
         elif ftype is FrameType.GOAWAY:
             code, reason = f.decode_code_reason(frame.payload)
+            if code == ErrorCode.NO_ERROR and self.phase is Phase.OPEN:
+                if not self.peer_draining:  # a repeated drain says nothing new
+                    self.peer_draining = True
+                    events.append(PeerDraining(reason))
+                return
             self.phase = Phase.CLOSED
             self._streams.clear()
             events.append(GoAwayReceived(code, reason))
@@ -356,6 +384,11 @@ class Session:
         if len(self._streams) >= self.max_streams:
             self._highest_peer_stream = sid
             self._queue(FrameType.RESET, 0, sid, f.encode_code_reason(ErrorCode.TOO_MANY_STREAMS, "too many streams"))
+            return
+        if self.draining:  # the OPEN crossed our GOAWAY(NO_ERROR) on the wire
+            self._highest_peer_stream = sid
+            refusal = f.encode_code_reason(ErrorCode.REFUSED_STREAM, "agent is shutting down")
+            self._queue(FrameType.RESET, 0, sid, refusal)
             return
         head = RequestHead.decode(frame.payload)
         self._highest_peer_stream = sid

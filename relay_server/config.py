@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,14 +11,25 @@ from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WIND
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+
+def _seconds_from_env(name: str, default: float) -> float:
+    """A positive number of seconds from the environment, else ``default``."""
+    try:
+        value = float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if 0 < value < 3600 else default
+
 #: Seconds the relay waits for an agent's first response byte before answering 504.
 DEFAULT_RESPONSE_TIMEOUT = 60.0
 
 #: Seconds an agent has to send HELLO after the websocket opens.
 HANDSHAKE_TIMEOUT = 10.0
 
-#: Seconds between websocket heartbeats to agents (a dead agent is noticed in ~2x this).
-HEARTBEAT_INTERVAL = 20.0
+#: Seconds between websocket heartbeats to agents; no pong within half of it closes the
+#: connection, so a vanished agent (no FIN, no RST) is noticed within 1.5x this.
+#: ``RELAY_HEARTBEAT_INTERVAL`` overrides it (a test knob, not a feature).
+HEARTBEAT_INTERVAL = _seconds_from_env("RELAY_HEARTBEAT_INTERVAL", 20.0)
 
 #: Largest websocket message accepted from an agent.
 MAX_AGENT_MESSAGE = 4 * 1024 * 1024
@@ -109,6 +121,16 @@ class RelayConfig:
     redirect_https: bool = False
     #: Scheme of public URLs when a proxy in front terminates TLS (None: https exactly when https_port is set).
     public_scheme: str | None = None
+    #: Fleet: ``redis://HOST:PORT/DB`` of the Redis the nodes share tunnels and tokens through (None: a lone relay).
+    cluster: str | None = None
+    #: Fleet: URL where other nodes reach this node's internal listener (``http://HOST:PORT``).
+    advertise: str | None = None
+    #: Fleet: port of the internal listener for node-to-node forwarding (None: off).
+    internal_port: int | None = None
+    #: Fleet: shared secret that authenticates node-to-node requests.
+    cluster_secret: str | None = None
+    #: Processes sharing the public ports on this machine (each one a fleet node).
+    workers: int = 1
 
     @property
     def url_scheme(self) -> str:

@@ -14,6 +14,8 @@ class FakeTunnel:
     name: str
     owner: Owner
     evictions: list[str] = field(default_factory=list)
+    accepting: bool = True
+    said_goodbye: bool = False
 
     def evict(self, reason: str) -> None:
         self.evictions.append(reason)

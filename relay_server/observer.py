@@ -4,12 +4,18 @@ The relay's code calls one ``RelayObserver`` at each point (an agent
 connected, a login failed, a limit refused something, a request finished);
 metrics and structured logs are observers, so the hot path knows nothing of
 Prometheus or log formats.  The base class does nothing and is what tests
-and a bare ``Relay`` get.
+and a bare ``Relay`` get; ``Observers`` fans one call out to several (the
+served relay has metrics and the event log).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("relay_server.observer")
 
 
 @dataclass(slots=True)
@@ -19,6 +25,7 @@ class RequestRecord:
     tunnel: str
     stream_id: int
     method: str
+    #: The request path without its query string (queries carry secrets).
     path: str
     status: int
     #: Seconds from the request head arriving to the last response byte (or the failure).
@@ -33,18 +40,23 @@ class RequestRecord:
 
 
 class RelayObserver:
-    """No-op base: override what you watch."""
+    """No-op base: override what you watch.
 
-    def agent_connected(self, name: str, remote: str, client: str, reconnect: bool) -> None:
+    ``token_id`` (where given) is the token's public id (``tok_...``), never the token.
+    """
+
+    def agent_connected(
+        self, name: str, remote: str, client: str, reconnect: bool, token_id: str | None = None
+    ) -> None:
         """A tunnel came up (``reconnect``: the same agent had held this name before)."""
 
-    def agent_disconnected(self, name: str, remote: str, reason: str) -> None:
+    def agent_disconnected(self, name: str, remote: str, reason: str, token_id: str | None = None) -> None:
         """A tunnel went down."""
 
-    def agent_refused(self, remote: str, code: str, reason: str) -> None:
+    def agent_refused(self, remote: str, code: str, reason: str, token_id: str | None = None) -> None:
         """A handshake was refused (bad name, name taken, too many tunnels...)."""
 
-    def auth_failed(self, remote: str, reason: str) -> None:
+    def auth_failed(self, remote: str, reason: str, token_id: str | None = None) -> None:
         """An agent presented no token, a malformed one, or one that is unknown, revoked or expired."""
 
     def limit_hit(self, limit: str, tunnel: str | None, remote: str | None) -> None:
@@ -55,3 +67,74 @@ class RelayObserver:
 
     def request_finished(self, record: RequestRecord) -> None:
         """A public request ended, completely or not."""
+
+
+_HOOKS = tuple(name for name in vars(RelayObserver) if not name.startswith("_"))
+
+
+class Observers(RelayObserver):
+    """Calls every hook on each of several observers; one failing never stops the others or the relay."""
+
+    def __init__(self, observers: Iterable[RelayObserver]) -> None:
+        self.observers = list(observers)
+        # Per hook, only the members that override it: a request's hooks then skip no-op calls.
+        self._hooks: dict[str, list[Callable[..., None]]] = {
+            hook: [
+                getattr(member, hook)
+                for member in self.observers
+                if getattr(type(member), hook, None) is not getattr(RelayObserver, hook)
+            ]
+            for hook in _HOOKS
+        }
+
+    def __iter__(self) -> Iterator[RelayObserver]:
+        return iter(self.observers)
+
+    def _each(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        for method in self._hooks[hook]:
+            try:
+                method(*args, **kwargs)
+            except Exception:  # an observer's bug must not break the request or the agent it watches
+                log.exception("observer %s failed in %s", type(method.__self__).__name__, hook)
+
+    def agent_connected(
+        self, name: str, remote: str, client: str, reconnect: bool, token_id: str | None = None
+    ) -> None:
+        """See ``RelayObserver``."""
+        self._each("agent_connected", name, remote, client, reconnect, token_id=token_id)
+
+    def agent_disconnected(self, name: str, remote: str, reason: str, token_id: str | None = None) -> None:
+        """See ``RelayObserver``."""
+        self._each("agent_disconnected", name, remote, reason, token_id=token_id)
+
+    def agent_refused(self, remote: str, code: str, reason: str, token_id: str | None = None) -> None:
+        """See ``RelayObserver``."""
+        self._each("agent_refused", remote, code, reason, token_id=token_id)
+
+    def auth_failed(self, remote: str, reason: str, token_id: str | None = None) -> None:
+        """See ``RelayObserver``."""
+        self._each("auth_failed", remote, reason, token_id=token_id)
+
+    def limit_hit(self, limit: str, tunnel: str | None, remote: str | None) -> None:
+        """See ``RelayObserver``."""
+        self._each("limit_hit", limit, tunnel, remote)
+
+    def request_started(self, tunnel: str) -> None:
+        """See ``RelayObserver``."""
+        self._each("request_started", tunnel)
+
+    def request_finished(self, record: RequestRecord) -> None:
+        """See ``RelayObserver``."""
+        self._each("request_finished", record)
+
+
+def find_observer(observer: RelayObserver, kind: type[Any]) -> Any | None:
+    """The first observer of type ``kind`` in ``observer`` (itself or, for ``Observers``, one of its members)."""
+    if isinstance(observer, kind):
+        return observer
+    if isinstance(observer, Observers):
+        for member in observer:
+            found = find_observer(member, kind)
+            if found is not None:
+                return found
+    return None

@@ -6,6 +6,8 @@ Architecture (observer only; it never sits in the forwarding path):
   keeps a bounded history (count-bounded, with bodies already size-bounded by
   ``Exchange.capture_limit``) and pushes events to bounded subscriber queues.
 - ``serialize``: an ``Exchange`` as ngrok's agent API writes a captured request.
+- ``metrics``: ngrok's per-tunnel meters; ``agent_metrics``: the same traffic
+  in Prometheus form for ``GET /metrics`` (own registry, bounded labels).
 - ``api``: the aiohttp application: ngrok's paths, fields and status codes,
   plus a server-sent-events feed; ``guard`` keeps it local (Host and Origin
   checks); ``errors`` holds the error shapes.

@@ -3,7 +3,8 @@
 ``GET /api/tunnels``, ``GET /api/tunnels/{name}``, ``GET /api/status``,
 ``GET|POST|DELETE /api/requests/http``, ``GET /api/requests/http/{id}`` as
 ngrok serves them; ``GET /api/requests/http/stream`` is ours: server-sent
-events (``request``, ``update``, ``clear``, ``resync``) that keep the page live.
+events (``request``, ``update``, ``clear``, ``resync``) that keep the page live;
+``GET /metrics`` is the agent's Prometheus metrics (``agent_metrics``).
 The inspector is local only: it answers only to loopback Host names (which
 defeats DNS rebinding) and refuses state-changing requests from other origins
 (which defeats cross-site request forgery from a page the developer visits).
@@ -229,6 +230,14 @@ async def page(request: web.Request) -> web.Response:
 _CSP = "default-src 'self'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: the agent's metrics in Prometheus text format (local only, like the rest)."""
+    prometheus = request.app[RECORDER_KEY].prometheus
+    prometheus.watch(request.app[HOST_KEY].state)
+    body, content_type = prometheus.render(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+
 async def _on_shutdown(app: web.Application) -> None:
     app[RECORDER_KEY].close_subscribers()
 
@@ -248,6 +257,7 @@ def make_app(recorder: Recorder, host: InspectorHost, extra_hosts: tuple[str, ..
     router = app.router
     router.add_get("/", page)
     router.add_get("/api", api_root)
+    router.add_get("/metrics", prometheus_metrics)
     router.add_get("/api/", api_root)
     router.add_get("/api/tunnels", list_tunnels)
     router.add_get("/api/tunnels/{name}", get_tunnel)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from relay_client.exchange import Exchange
+from relay_client.inspector.agent_metrics import AgentMetrics
 from relay_client.inspector.metrics import TunnelMetrics
 
 #: Exchanges kept by default (ngrok evicts by size; we evict by count).
@@ -74,6 +75,8 @@ class Recorder:
             raise ValueError("the inspector history must hold at least one exchange")
         self.limit = limit
         self.metrics = TunnelMetrics()
+        #: The same traffic in Prometheus form (``GET /metrics`` on the inspector).
+        self.prometheus = AgentMetrics()
         self._history: OrderedDict[str, Exchange] = OrderedDict()
         self._subscribers: set[Subscription] = set()
 
@@ -91,6 +94,7 @@ class Recorder:
     def finished(self, exchange: Exchange) -> None:
         """Count the exchange in the metrics and announce its end."""
         self.metrics.finished(exchange.duration or 0.0)
+        self.prometheus.finished(exchange)
         if exchange.id in self._history:
             self._publish(Event("update", exchange))
 

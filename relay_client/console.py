@@ -43,6 +43,12 @@ class ConsoleLog:
         self.host_header = host_header
         self._host_hint_shown = False
         self._flush_scheduled = False
+        #: Lines not yet written: under load one write per FLUSH_INTERVAL, not one per
+        #: request (stdout may be unbuffered, e.g. PYTHONUNBUFFERED=1 under systemd/docker).
+        self._pending: list[str] = []
+        #: "%H:%M:%S" of the last second formatted, and which second that was.
+        self._stamp_second = -1
+        self._stamp = ""
         try:
             self._interactive = self.out.isatty()
         except (AttributeError, ValueError):
@@ -58,7 +64,8 @@ class ConsoleLog:
             self.header.install()
 
     def stop(self) -> None:
-        """Give the terminal back."""
+        """Write what is pending and give the terminal back."""
+        self._flush()
         if self.header is not None:
             self.header.uninstall()
 
@@ -125,10 +132,12 @@ class ConsoleLog:
                 record["error"] = exchange.error
             self._write(json.dumps(record))
             return
-        stamp = time.strftime("%H:%M:%S", time.localtime(exchange.started))
+        second = int(exchange.started)
+        if second != self._stamp_second:  # strftime once a second, not once a request
+            self._stamp_second, self._stamp = second, time.strftime("%H:%M:%S", time.localtime(second))
         status = str(exchange.status) if exchange.status is not None else "---"
         line = (
-            f"{stamp} {exchange.method:<7} {exchange.target[:120]:<40} {status} "
+            f"{self._stamp} {exchange.method:<7} {exchange.target[:120]:<40} {status} "
             f"{duration_ms:8.1f}ms {_size(exchange.response_bytes):>8}"
         )
         if exchange.error:
@@ -142,14 +151,11 @@ class ConsoleLog:
             print(f"hint: {message}", file=sys.stderr, flush=True)
 
     def _write(self, text: str) -> None:
-        try:
-            self.out.write(text + "\n")
-        except (BrokenPipeError, ValueError):  # stdout closed: keep forwarding anyway
-            return
+        self._pending.append(text)
         if self._interactive:
             self._flush()
         elif not self._flush_scheduled:
-            # Under load, one flush per FLUSH_INTERVAL instead of one write syscall per request.
+            # Under load, one write and flush per FLUSH_INTERVAL instead of a syscall per request.
             try:
                 asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._flush)
                 self._flush_scheduled = True
@@ -158,6 +164,13 @@ class ConsoleLog:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._pending:
+            text = "\n".join(self._pending) + "\n"
+            self._pending.clear()
+            try:
+                self.out.write(text)
+            except (BrokenPipeError, ValueError):  # stdout closed: keep forwarding anyway
+                return
         try:
             self.out.flush()
         except (BrokenPipeError, ValueError):

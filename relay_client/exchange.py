@@ -29,7 +29,8 @@ class Exchange:
     request_headers: list[tuple[str, str]]
     remote_addr: str = ""
     capture_limit: int = DEFAULT_CAPTURE_LIMIT
-    id: str = field(default_factory=lambda: f"req_{next(_ids):06d}_{int(time.time() * 1000) % 10**8:08d}")
+    #: "req_NNNNNN_MMMMMMMM" (a counter and the start in ms), set from ``started`` when not given.
+    id: str = ""
     started: float = field(default_factory=time.time)
     _t0: float = field(default_factory=time.monotonic)
     request_body: bytearray = field(default_factory=bytearray)
@@ -46,6 +47,10 @@ class Exchange:
     #: True for a replay started from the inspector.
     replay: bool = False
     websocket: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = f"req_{next(_ids):06d}_{int(self.started * 1000) % 10**8:08d}"
 
     def add_request_body(self, chunk: bytes | memoryview) -> None:
         """Count (and within the limit, keep) request body bytes."""

@@ -13,10 +13,10 @@ import asyncio
 import base64
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 import aiohttp
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 from yarl import URL
 
 from relay_client.cors import add_cors_headers, is_preflight, preflight_answer
@@ -26,7 +26,7 @@ from relay_client.target import LocalTarget
 from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode, LocalProtocolError
 from relay_protocol.heads import ResponseHead
-from relay_protocol.httpheaders import WEBSOCKET_HANDSHAKE, decode_header_bytes, header_tokens, strip_hop_by_hop
+from relay_protocol.httpheaders import WEBSOCKET_HANDSHAKE, decode_raw_headers, header_tokens, strip_hop_by_hop
 from relay_protocol.wsbridge import bridge
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
 
@@ -42,6 +42,37 @@ LOCAL_CONNECTION_LIMIT = 256
 _BODYLESS = frozenset({204, 304})
 
 
+#: Local request URLs by target, so a path seen before is not parsed again; bounded
+#: in entries and in the length of a cached target (memory stays under ~0.5 MiB).
+_URL_CACHE_SIZE = 1024
+_URL_CACHE_MAX_TARGET = 256
+
+#: True while every header aiohttp would add on its own is one the session skips.
+_NOTHING_AUTOMATIC = {h.lower() for h in (*aiohttp.ClientRequest.DEFAULT_HEADERS, "User-Agent")} <= {
+    h.lower() for h in _NO_AUTO_HEADERS
+}
+
+
+class _LeanRequest(aiohttp.ClientRequest):
+    """aiohttp's request, minus per-request work the tunnel does not need.
+
+    The session skips every automatic header (the local server gets exactly the
+    public client's headers), so there is nothing for ``update_auto_headers`` to
+    add: the skip set is built once instead of sorting and copying headers on
+    every request.  Any other skip set takes aiohttp's own path.
+    """
+
+    _SKIPPED: CIMultiDict[None] = CIMultiDict((name, None) for name in sorted(_NO_AUTO_HEADERS))
+    #: What the session passes (aiohttp turns ``skip_auto_headers`` into istr).
+    _SESSION_SKIP = frozenset(istr(name) for name in _NO_AUTO_HEADERS)
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        if _NOTHING_AUTOMATIC and skip_auto_headers == self._SESSION_SKIP:
+            self._skip_auto_headers = self._SKIPPED  # nothing to add: all automatic headers are skipped
+            return
+        super().update_auto_headers(skip_auto_headers)
+
+
 def make_local_session(resolver: aiohttp.abc.AbstractResolver | None = None) -> aiohttp.ClientSession:
     """The one HTTP client session every stream shares (keep-alive to the local server)."""
     connector = aiohttp.TCPConnector(limit=LOCAL_CONNECTION_LIMIT, resolver=resolver, ttl_dns_cache=60)
@@ -52,6 +83,7 @@ def make_local_session(resolver: aiohttp.abc.AbstractResolver | None = None) -> 
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=tuple(_NO_AUTO_HEADERS),
         read_bufsize=2**18,
+        request_class=_LeanRequest,
     )
 
 
@@ -78,6 +110,7 @@ class Forwarder:
         self.cors = cors
         self.public_url = public_url
         self._tasks: set[asyncio.Task[None]] = set()
+        self._urls: dict[str, URL] = {}
 
     def start(self, stream: MuxStream) -> None:
         """Handle a new stream in its own task; a reset from the relay cancels it."""
@@ -93,12 +126,24 @@ class Forwarder:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _local_headers(self, headers: list[tuple[str, str]]) -> CIMultiDict[str]:
-        out: CIMultiDict[str] = CIMultiDict(strip_hop_by_hop(headers))
+    def _url(self, target: str) -> URL:
+        """The local URL for a request target (already percent-encoded by the public client)."""
+        url = self._urls.get(target)
+        if url is None:
+            url = URL(self.target.origin + target, encoded=True)
+            if len(target) <= _URL_CACHE_MAX_TARGET:
+                if len(self._urls) >= _URL_CACHE_SIZE:
+                    self._urls.clear()
+                self._urls[target] = url
+        return url
+
+    def _local_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The pairs the local server gets (aiohttp makes its one multidict of them; Host goes first)."""
+        out = strip_hop_by_hop(headers)
         if self.host_header != "preserve":
             value = self.target.host_port if self.host_header == "rewrite" else self.host_header
-            out.popall("Host", None)
-            out["Host"] = value
+            out = [(k, v) for k, v in out if k.lower() != "host"]
+            out.append(("Host", value))
         return out
 
     async def handle(self, stream: MuxStream) -> None:
@@ -151,7 +196,7 @@ class Forwarder:
     async def _forward(self, stream: MuxStream, exchange: Exchange) -> None:
         head = stream.request
         assert head is not None
-        url = URL(self.target.origin + head.target, encoded=True)
+        url = self._url(head.target)
         headers = self._local_headers(head.headers)
         if exchange.websocket:
             await self._websocket(stream, exchange, url, headers)
@@ -173,7 +218,7 @@ class Forwarder:
         head = stream.request
         assert head is not None
         status = response.status
-        pairs = strip_hop_by_hop((decode_header_bytes(k), decode_header_bytes(v)) for k, v in response.raw_headers)
+        pairs = strip_hop_by_hop(decode_raw_headers(response.raw_headers))
         public = self.public_url()
         if self.rewriter is not None and public:
             rewriter = self.rewriter
@@ -213,9 +258,9 @@ class Forwarder:
         if not ended:
             stream.end()
 
-    async def _websocket(self, stream: MuxStream, exchange: Exchange, url: URL, headers: CIMultiDict[str]) -> None:
+    async def _websocket(self, stream: MuxStream, exchange: Exchange, url: URL, pairs: list[tuple[str, str]]) -> None:
         """Open the local websocket with the public client's offer; answer 101 only if it accepts."""
-        pairs = list(headers.items())
+        headers: CIMultiDict[str] = CIMultiDict(pairs)
         protocols = header_tokens(pairs, "Sec-WebSocket-Protocol")
         deflate = any(t.startswith("permessage-deflate") for t in header_tokens(pairs, "Sec-WebSocket-Extensions"))
         for name in WEBSOCKET_HANDSHAKE:

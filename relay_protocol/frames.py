@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from relay_protocol.errors import ErrorCode, RemoteProtocolError
 from relay_protocol.limits import FRAME_HEADER_SIZE, MAX_CONTROL_PAYLOAD, MAX_FRAME_PAYLOAD
@@ -45,9 +45,6 @@ class Flag(enum.IntFlag):
     ACK = 0x2
 
 
-#: Wire value -> FrameType without the cost of an enum call per frame.
-_TYPES = {t.value: t for t in FrameType}
-
 #: Frames that belong to one stream (stream id > 0).
 STREAM_FRAMES = frozenset({FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA, FrameType.RESET})
 
@@ -59,10 +56,20 @@ _SMALL_FRAMES = frozenset(
 #: Frames about the whole connection (stream id 0).  CREDIT may be either.
 CONNECTION_FRAMES = frozenset({FrameType.HELLO, FrameType.WELCOME, FrameType.PING, FrameType.GOAWAY})
 
+#: Wire value -> (type, must be on a stream, must be on stream 0, payload bounded by
+#: MAX_CONTROL_PAYLOAD): one int lookup per frame instead of hashing enum members
+#: (a Python-level ``Enum.__hash__``) three times.
+_RULES = {
+    t.value: (t, t in STREAM_FRAMES, t in CONNECTION_FRAMES, t in _SMALL_FRAMES) for t in FrameType
+}
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One decoded frame (a DATA payload is a read-only view of the message)."""
+
+class Frame(NamedTuple):
+    """One decoded frame (a DATA payload is a read-only view of the message).
+
+    A named tuple, not a frozen dataclass: one is built per frame on the hot path,
+    and a tuple is built in C (about 3x faster), immutable all the same.
+    """
 
     type: FrameType
     #: Known flag bits only (``Flag`` values); unknown bits are dropped.
@@ -139,16 +146,17 @@ class FrameDecoder:
                         f"frame payload of {length} bytes exceeds the limit of {self._max_payload}",
                         ErrorCode.FRAME_TOO_LARGE,
                     )
-                frame_type = _TYPES.get(ftype)
-                if frame_type is None:
+                rule = _RULES.get(ftype)
+                if rule is None:
                     raise RemoteProtocolError(f"unknown frame type {ftype}")
+                frame_type, on_stream, on_connection, small = rule
                 if stream_id > 0x7FFFFFFF:
                     raise RemoteProtocolError(f"stream id {stream_id} uses the reserved high bit")
-                if stream_id == 0 and frame_type in STREAM_FRAMES:
+                if stream_id == 0 and on_stream:
                     raise RemoteProtocolError(f"{frame_type.name} frame must be sent on a stream")
-                if stream_id != 0 and frame_type in CONNECTION_FRAMES:
+                if stream_id != 0 and on_connection:
                     raise RemoteProtocolError(f"{frame_type.name} frame must be sent on stream 0")
-                if length > MAX_CONTROL_PAYLOAD and frame_type in _SMALL_FRAMES:
+                if length > MAX_CONTROL_PAYLOAD and small:
                     raise RemoteProtocolError(
                         f"{frame_type.name} payload of {length} bytes exceeds {MAX_CONTROL_PAYLOAD}",
                         ErrorCode.FRAME_TOO_LARGE,

@@ -30,13 +30,24 @@ def decode_header_bytes(raw: bytes) -> str:
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Drop hop-by-hop headers and any header the Connection header names."""
-    pairs = list(headers)
-    named = set(HOP_BY_HOP)
-    for name, value in pairs:
-        if name.lower() == "connection":
-            named.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return [(name, value) for name, value in pairs if name.lower() not in named]
+    """Drop hop-by-hop headers and any header the Connection header names (a new list)."""
+    pairs = headers if isinstance(headers, list) else list(headers)
+    lowered = [name.lower() for name, _ in pairs]  # once per header: this runs on every head
+    named: frozenset[str] | set[str] = HOP_BY_HOP
+    if "connection" in lowered:
+        named = set(HOP_BY_HOP)
+        for lname, (_, value) in zip(lowered, pairs):
+            if lname == "connection":
+                named.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return [(name, value) for lname, (name, value) in zip(lowered, pairs) if lname not in named]
+
+
+def decode_raw_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """``decode_header_bytes`` over name/value pairs, with one fast pass when all are UTF-8."""
+    try:
+        return [(name.decode(), value.decode()) for name, value in raw]
+    except UnicodeDecodeError:
+        return [(decode_header_bytes(name), decode_header_bytes(value)) for name, value in raw]
 
 
 #: Headers of the websocket opening handshake: each websocket hop makes its own.

@@ -97,6 +97,24 @@ def test_header_names_must_be_tokens(name):
         ResponseHead.decode(response_payload(h=[name, "v"]))
 
 
+@pytest.mark.parametrize(
+    "bad", [("X\nY", "v"), ("X\n", "v"), ("\nX", "v"), ("X-Ok", "a\r\nX-Injected: 1"), ("X-Ok", 1), (None, "v")]
+)
+def test_one_bad_header_among_many_good_ones_is_found(bad):
+    good = [item for i in range(20) for item in (f"X-H{i}", f"value {i}")]
+    for flat in (list(bad) + good, good + list(bad), good[:10] + list(bad) + good[10:]):
+        with pytest.raises(RemoteProtocolError, match="invalid"):
+            RequestHead.decode(request_payload(h=flat))
+        with pytest.raises(RemoteProtocolError, match="invalid"):
+            ResponseHead.decode(response_payload(h=flat))
+
+
+def test_many_valid_headers_decode_in_order_with_repeats():
+    pairs = [("Set-Cookie", "a=1"), ("x-y", ""), ("Set-Cookie", "b=2"), ("X-Uni", "caf\u00e9 \u2603")] * 30
+    assert ResponseHead.decode(ResponseHead(200, "OK", pairs).encode()).headers == pairs
+    assert RequestHead.decode(RequestHead("GET", "/", pairs).encode()).headers == pairs
+
+
 @pytest.mark.parametrize("value", [1, None, True, ["v"], {"v": 1}])
 def test_header_values_must_be_strings(value):
     with pytest.raises(RemoteProtocolError, match="invalid value"):

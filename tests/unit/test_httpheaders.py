@@ -44,3 +44,15 @@ def test_an_iterator_is_accepted_and_the_input_list_is_not_modified():
 
 def test_hop_by_hop_list_covers_rfc_9110_and_proxy_connection():
     assert HOP_BY_HOP >= {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "proxy-connection"}
+
+
+def test_pairs_given_as_lists_come_back_as_tuples():
+    assert strip_hop_by_hop([["A", "1"], ["TE", "x"]]) == [("A", "1")]
+
+
+def test_raw_headers_decode_as_utf8_and_fall_back_to_latin1_per_header():
+    from relay_protocol.httpheaders import decode_raw_headers
+
+    assert decode_raw_headers([(b"X-A", "é".encode()), (b"X-B", b"1")]) == [("X-A", "é"), ("X-B", "1")]
+    assert decode_raw_headers([(b"X-A", "é".encode()), (b"X-B", b"\xe9")]) == [("X-A", "é"), ("X-B", "é")]
+    assert decode_raw_headers([]) == []

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""CPU time per small request in the relay and in the agent, robust to a busy machine.
+
+Throughput moves with whatever else runs on the cores; the CPU each of our processes
+spends per completed request hardly does.  This starts an origin (the shared peers'
+aiohttp server), a relay and an agent, drives ``GET /hello`` through the tunnel with
+``wrk -cC -dD``, reads utime+stime of relay and agent from ``/proc/PID/stat`` before and
+after, and divides by the requests wrk completed.  Repeated R times; the median is shown.
+
+    .venv/bin/python bench/cpu_per_request.py                       # this tree, 3 x 10 s at c32
+    .venv/bin/python bench/cpu_per_request.py --tree /tmp/base      # another copy of the tree
+    .venv/bin/python bench/cpu_per_request.py --tree /tmp/before --compare /tmp/after --repeat 6   # A/B, alternating
+
+``--tree`` (or ``--relay-tree`` / ``--agent-tree``) runs ``python -m relay_server`` /
+``python -m relay_client`` from that directory, so two copies can be compared in one
+sitting with the same venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+ORIGIN = "/work/shared/peers/server.py"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_secs(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def syscalls(pid: int) -> tuple[int, int]:
+    """(read-like, write-like) syscalls so far, from /proc/PID/io (counts recv/send too)."""
+    with open(f"/proc/{pid}/io") as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return int(fields["syscr"]), int(fields["syscw"])
+
+
+def start(cmd: list[str], tree: str | None, log: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = tree
+    out = open(log, "wb")
+    return subprocess.Popen(cmd, cwd=tree or ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+
+def get(url: str, host: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Host": host} if host else {})
+    with urllib.request.urlopen(req, timeout=2) as r:
+        return r.status, r.read()
+
+
+def wait_until(check, what: str, timeout: float = 30) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready within {timeout} s")
+
+
+def wrk(url: str, host: str, conns: int, threads: int, secs: float) -> int:
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{int(secs)}s", "-H", f"Host: {host}", url + "/hello"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
+    m = re.search(r"(\d+) requests in", out)
+    if not m:
+        raise RuntimeError(f"no request count in wrk output: {out[-500:]}")
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise RuntimeError(f"{bad.group(1)} failed responses through the tunnel")
+    return int(m.group(1))
+
+
+def print_profile(role: str, path: str, n: int = 25) -> None:
+    """Top functions by own time and by inclusive time from a py-spy raw (collapsed) file."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip().rpartition(" ")
+            frames = [fr.split(" (")[0] + " (" + fr.split(" (")[-1].split(":")[0].rsplit("/", 2)[-1]
+                      for fr in stack.split(";") if fr and not fr.startswith(("process ", "thread "))]
+            c = int(count)
+            total += c
+            if frames:
+                own[frames[-1]] = own.get(frames[-1], 0) + c
+            for fr in set(frames):
+                incl[fr] = incl.get(fr, 0) + c
+    print(f"-- {role}: {total} samples; own time")
+    for fr, c in sorted(own.items(), key=lambda kv: -kv[1])[:n]:
+        print(f"   {100 * c / total:5.1f}%  {fr}")
+    print(f"-- {role}: inclusive")
+    for fr, c in sorted(incl.items(), key=lambda kv: -kv[1])[:n]:
+        print(f"   {100 * c / total:5.1f}%  {fr}")
+
+
+class Stack:
+    """One origin + relay + agent, run from given product trees."""
+
+    def __init__(self, name: str, relay_tree: str, agent_tree: str, agent_args: list[str], logs: str) -> None:
+        self.name, self.relay_tree, self.agent_tree = name, relay_tree, agent_tree
+        self.procs: list[subprocess.Popen] = []
+        oport, rport = free_port(), free_port()
+        self.origin = self._start([PY, ORIGIN, str(oport), "127.0.0.1"], None, f"{logs}/{name}-origin.log")
+        wait_until(lambda: get(f"http://127.0.0.1:{oport}/hello")[0] == 200, "origin")
+        self.relay = self._start([PY, "-m", "relay_server", "serve", "--open", "--host", "127.0.0.1", "--http-port",
+                                  str(rport), "--data-dir", f"{logs}/{name}-relay-data", "--log-level", "warning"],
+                                 relay_tree, f"{logs}/{name}-relay.log")
+        wait_until(lambda: get(f"http://127.0.0.1:{rport}/_relay/health")[0] == 200, "relay")
+        self.agent = self._start([PY, "-m", "relay_client", "http", str(oport), "--server", f"http://localhost:{rport}",
+                                  "--subdomain", "app", *agent_args], agent_tree, f"{logs}/{name}-agent.log")
+        self.host = f"app.localhost:{rport}"
+        self.url = f"http://127.0.0.1:{rport}"
+        wait_until(lambda: get(self.url + "/hello", self.host) == (200, b"hello world\n"), "tunnel")
+        print(f"  {name}: origin pid {self.origin.pid}, relay pid {self.relay.pid}, agent pid {self.agent.pid}",
+              flush=True)
+
+    def _start(self, cmd: list[str], tree: str | None, log: str) -> subprocess.Popen:
+        p = start(cmd, tree, log)
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            stop(p)
+
+    def round(self, a: argparse.Namespace, profile: str | None = None) -> dict:
+        roles = (("relay", self.relay), ("agent", self.agent), ("origin", self.origin))
+        spies = []
+        if profile:
+            os.makedirs(profile, exist_ok=True)
+            for role, p in roles[:2]:
+                out = os.path.join(profile, f"{self.name}-{role}.raw.txt")
+                spies.append((role, out, subprocess.Popen(
+                    [os.path.join(os.path.dirname(PY), "py-spy"), "record", "-r", "200", "-d", str(a.duration),
+                     "-f", "raw", "--nonblocking", "-p", str(p.pid), "-o", out],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)))
+        before = {r: cpu_secs(p.pid) for r, p in roles}
+        calls = {r: syscalls(p.pid) for r, p in roles[:2]}
+        n = wrk(self.url, self.host, a.conns, a.threads, a.duration)
+        row = {r: 1e6 * (cpu_secs(p.pid) - before[r]) / n for r, p in roles}
+        for r, p in roles[:2]:
+            now = syscalls(p.pid)
+            row[f"{r}_reads"], row[f"{r}_writes"] = ((now[i] - calls[r][i]) / n for i in (0, 1))
+        row["req_s"] = n / a.duration
+        print(f"  {self.name}: {n} requests ({row['req_s']:.0f}/s): relay {row['relay']:.0f} µs, agent "
+              f"{row['agent']:.0f} µs, origin {row['origin']:.0f} µs CPU per request; read/write syscalls per "
+              f"request: relay {row['relay_reads']:.2f}/{row['relay_writes']:.2f}, "
+              f"agent {row['agent_reads']:.2f}/{row['agent_writes']:.2f}", flush=True)
+        for role, out, spy in spies:
+            spy.wait(60)
+            print_profile(role, out)
+        return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tree", default=None, help="product tree for both processes (default: this one)")
+    ap.add_argument("--relay-tree", default=None)
+    ap.add_argument("--agent-tree", default=None)
+    ap.add_argument("--compare", default=None, metavar="TREE",
+                    help="also run a second stack from TREE; rounds alternate between the two (A/B in one sitting)")
+    ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--agent-args", default="--no-inspect", help="extra relay-client http options")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
+    ap.add_argument("--profile", default=None, metavar="DIR",
+                    help="py-spy record relay and agent during the last round into DIR; print top own-time functions")
+    a = ap.parse_args()
+    logs = tempfile.mkdtemp(prefix="cpu-per-request-")
+    stacks: list[Stack] = []
+    try:
+        stacks.append(Stack("A", a.relay_tree or a.tree or ROOT, a.agent_tree or a.tree or ROOT,
+                            a.agent_args.split(), logs))
+        if a.compare:
+            stacks.append(Stack("B", a.compare, a.compare, a.agent_args.split(), logs))
+        for s in stacks:
+            wrk(s.url, s.host, a.conns, a.threads, 2)  # warm-up
+        rows: dict[str, list[dict]] = {s.name: [] for s in stacks}
+        for i in range(a.repeat):
+            for s in (stacks if i % 2 == 0 else stacks[::-1]):
+                rows[s.name].append(s.round(a, a.profile if i == a.repeat - 1 else None))
+        out = {}
+        for s in stacks:
+            med = {k: statistics.median(r[k] for r in rows[s.name]) for k in ("relay", "agent", "origin", "req_s")}
+            out[s.name] = med
+            print(f"{s.name} median of {a.repeat}: relay {med['relay']:.0f} µs, agent {med['agent']:.0f} µs, "
+                  f"relay+agent {med['relay'] + med['agent']:.0f} µs per request; {med['req_s']:.0f} req/s "
+                  f"(relay {s.relay_tree}, agent {s.agent_tree})")
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        if a.json:
+            print(json.dumps({"median": out, "rounds": rows}))
+    finally:
+        for s in stacks:
+            s.stop()
+
+
+if __name__ == "__main__":
+    main()

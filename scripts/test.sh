@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fresh machine -> test results: install the system packages the end-to-end
 # tests drive (Debian's chromium + chromedriver for the inspector page, pebble
-# as the ACME server, systemd-analyze for the unit file, curl), make a venv,
+# as the ACME server, systemd-analyze for the unit file, curl, redis-server and
+# haproxy for the relay fleet and its load balancer config), make a venv,
 # install localrelay with its test extra, run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,8 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v pebble >/dev/null || [ -x /usr/bin/pebble ] || need+=(pebble)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v curl >/dev/null || need+=(curl)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v haproxy >/dev/null || need+=(haproxy)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     apt-get update -q >/dev/null

@@ -146,3 +146,68 @@ def test_the_image_install_steps_work_in_a_plain_venv(tmp_path: Path) -> None:
     assert result.stdout.strip().splitlines()[-1].startswith("relay-server "), result.stdout[-500:]
     installed = list(venv.glob("lib/python*/site-packages/relay_server/tls/acme/issuer.py"))
     assert installed, "the TLS package is missing from a non-editable install"
+
+
+def _fleet_compose() -> dict:
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load((DEPLOY / "compose-fleet.yml").read_text())
+
+
+def test_the_fleet_compose_file_has_redis_with_persistence_two_relays_and_a_tcp_balancer_in_front() -> None:
+    compose = _fleet_compose()
+    services = compose["services"]
+
+    redis = services["redis"]
+    assert "--appendonly" in redis["command"] and redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    assert "ports" not in redis, "Redis must not be published"
+
+    relays = [name for name in services if name.startswith("relay")]
+    assert relays == ["relay1", "relay2"]
+    for name in relays:
+        relay = services[name]
+        assert relay["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+        assert relay["environment"]["RELAY_CLUSTER"] == "redis://redis:6379/0"
+        assert "RELAY_CLUSTER_SECRET" in relay["environment"]
+        assert "ports" not in relay, "relays are reached through the balancer only; the internal port never"
+        assert "--internal-port=9000" in relay["command"]
+        assert f"--advertise=http://{name}:9000" in relay["command"]
+        assert "--https-port=8443" in relay["command"] and "--tls-cert=/tls/fullchain.pem" in relay["command"]
+        assert relay["read_only"] is True and relay["cap_drop"] == ["ALL"]
+        assert relay["depends_on"]["redis"]["condition"] == "service_healthy"
+
+    lb = services["lb"]
+    assert {"80:8080", "443:8443"} <= {p.split("#")[0].strip() for p in lb["ports"]}
+    assert "./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in lb["volumes"]
+
+
+def test_the_haproxy_config_passes_tcp_to_both_relays_and_checks_their_health() -> None:
+    config = (DEPLOY / "haproxy.cfg").read_text()
+    assert re.search(r"^\s*mode tcp$", config, re.MULTILINE)
+    assert not re.search(r"^\s*mode http$", config, re.MULTILINE), "TLS must pass through to the relays"
+    for port in (8080, 8443):
+        for relay in ("relay1", "relay2"):
+            assert re.search(rf"^\s*server {relay} {relay}:{port}\b", config, re.MULTILINE), (relay, port)
+    assert "uri /_relay/health" in config
+    assert re.search(r"^\s*timeout tunnel\s+\d+h", config, re.MULTILINE), "long-lived websockets need a tunnel timeout"
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed (apt-get install haproxy)")
+def test_haproxy_accepts_the_fleet_config() -> None:
+    result = subprocess.run(
+        ["haproxy", "-c", "-f", str(DEPLOY / "haproxy.cfg")], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_options_the_fleet_compose_file_uses_exist() -> None:
+    help_text = subprocess.run(
+        python_module("relay_server", "serve", "--help"), capture_output=True, text=True, timeout=30,
+        env=child_env({"COLUMNS": "200"}), check=True,
+    ).stdout
+    compose = _fleet_compose()
+    for name in ("relay1", "relay2"):
+        for option in [c.split("=")[0] for c in compose["services"][name]["command"][1:]]:
+            assert option in help_text, option
+    for option in ("--cluster", "--cluster-secret"):  # given through RELAY_CLUSTER / RELAY_CLUSTER_SECRET
+        assert re.search(rf"{option}(?![\w-])", help_text), option

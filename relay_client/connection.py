@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from relay_protocol.driver import Multiplexer, MuxStream
 from relay_protocol.errors import ErrorCode
 from relay_protocol.events import ConnectionClosed, GoAwayReceived, WelcomeReceived
 from relay_protocol.handshake import Hello, Welcome
+from relay_protocol.limits import seconds_from_env
 from relay_protocol.session import Role, Session
 
 CONNECT_PATH = "/_relay/connect"
@@ -34,17 +34,8 @@ CONNECT_PATH = "/_relay/connect"
 #: Seconds to open the websocket and complete the handshake.
 CONNECT_TIMEOUT = 10.0
 
-def _seconds_from_env(name: str, default: float) -> float:
-    """A positive number of seconds from the environment, else ``default`` (a test knob, not a feature)."""
-    try:
-        value = float(os.environ.get(name, ""))
-    except ValueError:
-        return default
-    return value if 0 < value < 3600 else default
-
-
 #: Websocket keepalive: a ping every PING_INTERVAL s (``RELAY_CLIENT_PING_INTERVAL`` overrides it).
-PING_INTERVAL = _seconds_from_env("RELAY_CLIENT_PING_INTERVAL", 20.0)
+PING_INTERVAL = seconds_from_env("RELAY_CLIENT_PING_INTERVAL", 20.0)
 
 #: No pong within this many seconds of a ping: the relay (or the path to it) is gone, even
 #: without a FIN or RST; the agent drops the connection and reconnects.

@@ -1,5 +1,7 @@
 """Every size and count the protocol enforces, named once."""
 
+import os
+
 #: Bytes in a frame header: type (1), flags (1), stream id (4), payload length (4).
 FRAME_HEADER_SIZE = 10
 
@@ -36,3 +38,16 @@ DEFAULT_MAX_STREAMS = 1000
 
 #: Largest stream id; the relay opens odd ids counting up from 1.
 MAX_STREAM_ID = 2**31 - 1
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    """A positive number of seconds (under an hour) from the environment, else ``default``.
+
+    Test knobs only (heartbeats, lease TTLs): short values let tests see a
+    timeout in seconds; users configure the product through options.
+    """
+    try:
+        value = float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if 0 < value < 3600 else default

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW
+from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, seconds_from_env
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _seconds_from_env(name: str, default: float) -> float:
-    """A positive number of seconds from the environment, else ``default``."""
-    try:
-        value = float(os.environ.get(name, ""))
-    except ValueError:
-        return default
-    return value if 0 < value < 3600 else default
 
 #: Seconds the relay waits for an agent's first response byte before answering 504.
 DEFAULT_RESPONSE_TIMEOUT = 60.0
@@ -29,7 +19,7 @@ HANDSHAKE_TIMEOUT = 10.0
 #: Seconds between websocket heartbeats to agents; no pong within half of it closes the
 #: connection, so a vanished agent (no FIN, no RST) is noticed within 1.5x this.
 #: ``RELAY_HEARTBEAT_INTERVAL`` overrides it (a test knob, not a feature).
-HEARTBEAT_INTERVAL = _seconds_from_env("RELAY_HEARTBEAT_INTERVAL", 20.0)
+HEARTBEAT_INTERVAL = seconds_from_env("RELAY_HEARTBEAT_INTERVAL", 20.0)
 
 #: Largest websocket message accepted from an agent.
 MAX_AGENT_MESSAGE = 4 * 1024 * 1024

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -214,14 +216,21 @@ async def _bridge_websocket(request: web.BaseRequest, stream: MuxStream, head: R
             ws.headers.add(name, value)
     await ws.prepare(request)
     meter_of(request).head_sent(ws)
-    # When the public client closes, aiohttp cancels this handler as the socket goes;
-    # the bridge must still carry the close code to the local server, so it runs on
-    # (bounded by its own timeouts) and releases the stream itself.
-    task = asyncio.ensure_future(bridge(ws, stream))
+    await run_past_cancellation(bridge(ws, stream))
+    return ws
+
+
+async def run_past_cancellation(bridging: Coroutine[Any, Any, None]) -> None:
+    """Run a websocket bridge to its end even if aiohttp cancels the handler awaiting it.
+
+    When the public client closes, aiohttp cancels the handler as the socket
+    goes; the bridge must still carry the close code to the other side, so it
+    runs on (bounded by its own timeouts) and releases what it holds itself.
+    """
+    task = asyncio.ensure_future(bridging)
     _BRIDGES.add(task)
     task.add_done_callback(_BRIDGES.discard)
     await asyncio.shield(task)
-    return ws
 
 
 #: Bridges running past their handler's cancellation (kept referenced until done).

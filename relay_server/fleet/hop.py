@@ -35,7 +35,7 @@ from relay_protocol.httpheaders import (
 )
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
 from relay_server.config import RelayConfig
-from relay_server.front import request_head
+from relay_server.front import request_head, run_past_cancellation
 from relay_server.integrity import ambiguous_target, origin_form
 from relay_server.metering import meter_of
 from relay_server.pages import error_response
@@ -230,12 +230,7 @@ class NodeHop:
             await upstream.close()
             raise
         meter_of(request).head_sent(ws)
-        # As in the front: when the caller's socket goes, aiohttp cancels this handler, but the
-        # close code must still reach the owner, so the bridge runs on (bounded) by itself.
-        task = asyncio.ensure_future(_bridge(ws, upstream))
-        _BRIDGES.add(task)
-        task.add_done_callback(_BRIDGES.discard)
-        await asyncio.shield(task)
+        await run_past_cancellation(_bridge(ws, upstream))  # the close code must reach the owner
         return ws
 
     def _unreachable(self, request: web.BaseRequest, route: RemoteRoute, exc: BaseException) -> web.Response:
@@ -311,10 +306,6 @@ async def _pump(source: Any, sink: Any) -> None:
                 return
     except (ConnectionError, aiohttp.ClientError, RuntimeError):
         return  # the sink is gone; the bridge closes what is left
-
-
-#: Bridges running past their handler's cancellation (kept referenced until done).
-_BRIDGES: set[asyncio.Task[None]] = set()
 
 
 def _refused_upgrade(exc: aiohttp.WSServerHandshakeError) -> web.Response:

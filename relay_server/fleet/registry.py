@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from typing import Any
 
+from relay_protocol.limits import seconds_from_env
 from relay_server.fleet.errors import FleetUnavailable
 from relay_server.fleet.redisconn import FleetLink, cancel_tasks
 from relay_server.fleet.route import RemoteRoute
@@ -46,21 +47,12 @@ from relay_server.registry import Claimant, LocalRegistry, NameTaken, Owner
 log = logging.getLogger("relay_server.fleet")
 
 
-def _seconds_from_env(name: str, default: float) -> float:
-    """A positive number of seconds from the environment, else ``default`` (a test knob)."""
-    try:
-        value = float(os.environ.get(name, ""))
-    except ValueError:
-        return default
-    return value if 0 < value < 3600 else default
-
-
 #: Seconds a name's lease (and a node's heartbeat) lives without renewal: a dead node's
 #: names stop routing and are free after this.  ``RELAY_FLEET_LEASE_TTL`` overrides it (tests).
-LEASE_TTL = _seconds_from_env("RELAY_FLEET_LEASE_TTL", 10.0)
+LEASE_TTL = seconds_from_env("RELAY_FLEET_LEASE_TTL", 10.0)
 
 #: Seconds between two full reloads of the mirror (repairs a missed pub/sub message).
-RESYNC_INTERVAL = _seconds_from_env("RELAY_FLEET_RESYNC_INTERVAL", 30.0)
+RESYNC_INTERVAL = seconds_from_env("RELAY_FLEET_RESYNC_INTERVAL", 30.0)
 
 #: Keys fetched per SCAN/MGET round trip when the mirror is reloaded.
 SCAN_BATCH = 1000

@@ -28,7 +28,7 @@ from fleet.conftest import (
     start_fleet_agent,
     start_stream_origin,
 )
-from support.localrelay import FORWARDING_LINE, REFUSAL_TIMEOUT, START_TIMEOUT, relay_cli, wait_until
+from support.localrelay import FORWARDING_LINE, REFUSAL_TIMEOUT, relay_cli, wait_until
 from support.processes import ProcessGroup
 from support.redis import start_redis
 

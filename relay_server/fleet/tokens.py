@@ -47,15 +47,16 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
+from relay_protocol.limits import seconds_from_env
 from relay_server.fleet.errors import FleetUnavailable
 from relay_server.fleet.redisconn import COMMAND_TIMEOUT, CONNECT_TIMEOUT, FleetLink, cancel_tasks, describe, redact
-from relay_server.fleet.registry import PREFIX, _seconds_from_env
+from relay_server.fleet.registry import PREFIX
 from relay_server.tokens import TokenRecord, TokenStore, TokenStoreError
 
 log = logging.getLogger("relay_server.fleet")
 
 #: Seconds between two full reloads of the token mirror (repairs a missed event).
-TOKEN_RELOAD_INTERVAL = _seconds_from_env("RELAY_FLEET_TOKEN_RELOAD", 30.0)
+TOKEN_RELOAD_INTERVAL = seconds_from_env("RELAY_FLEET_TOKEN_RELOAD", 30.0)
 
 #: Seconds after a new epoch (Redis found empty) during which other nodes still write their records
 #: back, and for which revoked ids are remembered so that no write-back brings one back.

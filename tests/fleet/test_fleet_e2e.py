@@ -49,8 +49,8 @@ from support.localrelay import (
     wait_until,
 )
 from support.payloads import payload, sha256_hex
-from support.ports import LOOPBACK, free_port
-from support.processes import REPO_ROOT, ProcessGroup, python_module
+from support.ports import LOOPBACK, free_port, free_port_pair
+from support.processes import REPO_ROOT, ProcessExited, ProcessGroup, python_module
 from support.redis import start_redis
 
 #: The tunnel name the agent holds on node 1.
@@ -315,16 +315,19 @@ async def test_workers_2_carry_websockets_and_bodies_for_one_tunnel_whichever_wo
     # (tests/fleet/test_workers.py covers the supervisor: ports, signals, a dying worker.)
     redis = start_redis(processes)
     origin = start_stream_origin(processes)
-    port, internal = free_port(), free_port()
+    port, internal = free_port(), free_port_pair()  # the workers' internal ports are P and P + 1
     argv = python_module(
         "relay_server", "serve", "--host", LOOPBACK, "--http-port", str(port), "--data-dir", str(tmp_path),
         *node_argv_extra(redis.url, "w" * 32, internal, ("--workers", "2")),
     )
     supervisor = processes.start("workers", argv, node_env())
-    wait_until(
-        lambda: len(_children(supervisor.pid)) == 2 and _health_on_fresh_connection(port)["status"] == "ok",
-        START_TIMEOUT, message="two workers up and healthy",
-    )
+
+    def workers_up() -> bool:
+        if supervisor.returncode is not None:
+            raise ProcessExited(f"the supervisor exited with {supervisor.returncode}: {supervisor.output()[-600:]}")
+        return len(_children(supervisor.pid)) == 2 and _health_on_fresh_connection(port)["status"] == "ok"
+
+    wait_until(workers_up, 2 * START_TIMEOUT, message="two workers up and healthy")
     token = create_cluster_token(redis.url, "--label", "workers")
     start_fleet_agent(processes, [Node(Relay(port, tmp_path, supervisor, None, None), internal, 1)],
                       str(origin.port), token, "shared")

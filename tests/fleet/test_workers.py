@@ -19,7 +19,7 @@ import pytest
 
 from fleet.conftest import node_argv_extra, node_env
 from support.localrelay import START_TIMEOUT, get_direct, start_agent, start_origin, start_relay, wait_until
-from support.ports import LOOPBACK, free_port
+from support.ports import LOOPBACK, free_port, free_port_pair
 from support.processes import ProcessGroup, python_module
 from support.redis import RedisServer
 
@@ -46,19 +46,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _free_port_pair() -> int:
-    """A port P such that P and P + 1 were both free a moment ago (the two workers' internal ports)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((LOOPBACK, port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two adjacent free ports on 127.0.0.1")
-
-
 def _workers_extra(redis: RedisServer, internal: int) -> tuple[str, ...]:
     return (*node_argv_extra(redis.url, SECRET, internal), "--workers", "2")
 
@@ -66,7 +53,7 @@ def _workers_extra(redis: RedisServer, internal: int) -> tuple[str, ...]:
 def test_two_workers_share_the_public_port_and_both_serve_one_tunnel(
     redis_server: RedisServer, processes: ProcessGroup, tmp_path: Path
 ) -> None:
-    internal = _free_port_pair()
+    internal = free_port_pair()
     relay = start_relay(processes, tmp_path / "data", extra=_workers_extra(redis_server, internal))
     supervisor = relay.process
     wait_until(lambda: len(_children(supervisor.pid)) == 2, START_TIMEOUT, message="two workers")
@@ -102,7 +89,7 @@ def test_two_workers_share_the_public_port_and_both_serve_one_tunnel(
 def test_a_port_a_worker_needs_being_taken_stops_the_supervisor_before_any_worker_starts(
     redis_server: RedisServer, processes: ProcessGroup, tmp_path: Path
 ) -> None:
-    internal = _free_port_pair()
+    internal = free_port_pair()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         try:
             squatter.bind((LOOPBACK, internal + 1))
@@ -125,7 +112,7 @@ def test_a_port_a_worker_needs_being_taken_stops_the_supervisor_before_any_worke
 def test_a_worker_that_dies_stops_the_others_and_the_supervisor_exits_non_zero_saying_which(
     redis_server: RedisServer, processes: ProcessGroup, tmp_path: Path
 ) -> None:
-    internal = _free_port_pair()
+    internal = free_port_pair()
     argv = python_module(
         "relay_server", "serve", "--host", LOOPBACK, "--http-port", str(free_port()), "--data-dir", str(tmp_path),
         *_workers_extra(redis_server, internal),

@@ -15,6 +15,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_port_pair() -> int:
+    """A port P such that P and P + 1 were both free a moment ago (two workers' internal ports)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((LOOPBACK, port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two adjacent free ports on 127.0.0.1")
+
+
 def port_is_open(port: int, timeout: float = 0.5) -> bool:
     """Whether something accepts TCP connections on 127.0.0.1:port."""
     try:

@@ -23,7 +23,7 @@ from relay_protocol.errors import ErrorCode, LocalProtocolError
 from relay_protocol.heads import RequestHead, ResponseHead
 from relay_protocol.httpheaders import (
     WEBSOCKET_HANDSHAKE,
-    decode_header_bytes,
+    decode_raw_headers,
     header_tokens,
     is_websocket_upgrade,
     strip_hop_by_hop,
@@ -31,7 +31,7 @@ from relay_protocol.httpheaders import (
 from relay_protocol.wsbridge import bridge
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
 from relay_server.config import RelayConfig
-from relay_server.metering import meter_of
+from relay_server.metering import RequestMeter, meter_of
 from relay_server.integrity import ambiguous_target, origin_form
 from relay_server.pages import error_response
 from relay_server.publiclimits import BodyGuard, BodyRefused, observer_of, refusal_response
@@ -46,7 +46,7 @@ _FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-hos
 def request_head(request: web.BaseRequest, config: RelayConfig, scheme: str = "http") -> RequestHead:
     """The stream head for a public request: hop-by-hop gone, X-Forwarded-* set by us."""
     peer = request.remote or ""
-    headers = strip_hop_by_hop((decode_header_bytes(k), decode_header_bytes(v)) for k, v in request.raw_headers)
+    headers = strip_hop_by_hop(decode_raw_headers(request.raw_headers))
     prior_for = prior_proto = None
     if config.is_trusted_proxy(peer):
         prior_for = request.headers.get("X-Forwarded-For")
@@ -118,13 +118,20 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
         return _offline(request, tunnel.name)
     upload = asyncio.create_task(_pump_request_body(request, stream, guard)) if has_body else None
     bridged = False
-    meter_of(request).stream_opened(stream.id)
+    meter = meter_of(request)
+    meter.stream_opened(stream.id)
     try:
+        # One timer handle instead of asyncio.timeout() (a context object, task bookkeeping
+        # and uncancel() per request): on expiry it resets the stream, which fails the wait.
+        deadline = _ResponseDeadline(stream)
+        timer = asyncio.get_running_loop().call_later(config.response_timeout, deadline.expire)
         try:
-            async with asyncio.timeout(config.response_timeout):
-                response_head = await stream.response
-        except TimeoutError:
-            stream.reset(ErrorCode.TIMEOUT, "no response in time")
+            response_head = await stream.response
+        except StreamError as exc:
+            if not deadline.expired:
+                if guard.refusal is not None:
+                    return refusal_response(request, guard.refusal)
+                return _stream_failed(request, tunnel, exc)
             return error_response(
                 request,
                 504,
@@ -132,14 +139,12 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
                 "Tunnel timed out",
                 f"The agent for {tunnel.name} did not answer within {config.response_timeout:g} seconds.",
             )
-        except StreamError as exc:
-            if guard.refusal is not None:
-                return refusal_response(request, guard.refusal)
-            return _stream_failed(request, tunnel, exc)
+        finally:
+            timer.cancel()
         if websocket and response_head.status == 101:
             bridged = True
             return await _bridge_websocket(request, stream, response_head)
-        return await _write_response(request, tunnel, stream, response_head)
+        return await _write_response(request, stream, response_head, meter, tunnel.name)
     finally:
         if upload is not None and not upload.done():
             upload.cancel()
@@ -149,8 +154,23 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
             stream.release(ErrorCode.CANCEL, "public client went away")
 
 
+class _ResponseDeadline:
+    """Fires when the agent took too long to send a response head: resets the stream (TIMEOUT)."""
+
+    __slots__ = ("expired", "stream")
+
+    def __init__(self, stream: MuxStream) -> None:
+        self.stream = stream
+        self.expired = False
+
+    def expire(self) -> None:
+        if not self.stream.response.done():
+            self.expired = True
+            self.stream.reset(ErrorCode.TIMEOUT, "no response in time")
+
+
 async def _write_response(
-    request: web.BaseRequest, tunnel: Tunnel, stream: MuxStream, head: ResponseHead
+    request: web.BaseRequest, stream: MuxStream, head: ResponseHead, meter: RequestMeter, tunnel: str
 ) -> web.StreamResponse:
     """Send the agent's response head, then its body chunk by chunk as it arrives.
 
@@ -159,10 +179,9 @@ async def _write_response(
     otherwise the head goes out at once, so streams (SSE) start immediately.
     """
     kind = _WholeResponse if stream.complete else _RelayedResponse
-    response = kind(status=head.status, reason=head.reason or None)
-    for name, value in strip_hop_by_hop(head.headers):
-        response.headers.add(name, value)
-    meter = meter_of(request)  # time to first byte, body bytes, why it broke off
+    # The multidict is built from the list in one call (not one add() per header); order and repeats stay.
+    response = kind(status=head.status, reason=head.reason or None, headers=strip_hop_by_hop(head.headers))
+    # The meter notes time to first byte, body bytes, why it broke off.
     try:
         await response.prepare(request)
         meter.head_sent(response)
@@ -173,7 +192,7 @@ async def _write_response(
     except StreamError as exc:
         # The body broke off: end the connection without a proper end, so the
         # caller sees an incomplete response rather than a short one.
-        log.info("tunnel %s: response body cut off (%s)", tunnel.name, exc)
+        log.info("tunnel %s: response body cut off (%s)", tunnel, exc)
         meter.failed(f"response body cut off: {exc}")
         _abort(request)
     except ConnectionError:

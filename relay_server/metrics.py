@@ -39,6 +39,10 @@ STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
+#: Most (status, method) pairs whose labelled request counter is kept at hand.
+_MAX_CACHED_LABELS = 1024
+
+
 def status_class(status: int) -> str:
     """``2xx`` for 204; ``other`` for anything outside 100-599."""
     return f"{status // 100}xx" if 100 <= status <= 599 else "other"
@@ -105,6 +109,8 @@ class RelayMetrics(RelayObserver):
         self.disconnects = Counter("relay_agent_disconnects", "Agent tunnels that went down.", registry=r)
         self.refused = Counter("relay_agent_handshakes_refused", "Agent handshakes refused, by wire code.", ["code"], registry=r)
         self._live: _LiveState | None = None
+        #: Labelled children of ``requests`` by (status, method): ``labels()`` costs more than the count.
+        self._request_counters: dict[tuple[int, str], Any] = {}
 
     def watch(self, tunnels: Iterable[Any]) -> None:
         """Read the tunnel and stream gauges from ``tunnels`` (the relay's registry) when scraped."""
@@ -145,7 +151,13 @@ class RelayMetrics(RelayObserver):
 
     def request_finished(self, record: RequestRecord) -> None:
         """Count, time and size a finished request."""
-        self.requests.labels(status_class=status_class(record.status), method=method_class(record.method)).inc()
+        key = (record.status, record.method)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self.requests.labels(status_class=status_class(record.status), method=method_class(record.method))
+            if len(self._request_counters) < _MAX_CACHED_LABELS:  # odd methods must not grow it without bound
+                self._request_counters[key] = counter
+        counter.inc()
         self.duration.observe(record.duration)
         if record.ttfb is not None:
             self.ttfb.observe(record.ttfb)

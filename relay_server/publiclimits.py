@@ -3,9 +3,10 @@
 aiohttp has no request-head timeout: a client that opens connections and
 dribbles header bytes (slowloris) would hold each one until the keep-alive
 timeout (an hour by default).  ``GuardedRunner`` makes aiohttp build
-``HeadTimedHandler`` protocols, which arm one timer when the first byte of a
-request head arrives and disarm it when the parser yields the message; if it
-fires first the client gets 408 and the connection is closed.  Bodies,
+``HeadTimedHandler`` protocols, which note when the first byte of a request head
+arrives and clear the note when the parser yields the message; one timer per
+connection checks the note, and a head not complete within ``header_timeout``
+gets 408 and the connection is closed.  Bodies,
 responses, websockets and idle keep-alive connections are not timed here:
 a connection with no head started is aiohttp's keep-alive timeout's business
 (``KEEPALIVE_TIMEOUT`` here, instead of aiohttp's hour).  Malformed requests
@@ -57,6 +58,11 @@ class HeadTimedHandler(RequestHandler):
         self._header_timeout = header_timeout
         self._observer = observer
         self._head_timer: asyncio.TimerHandle | None = None
+        #: loop.time() when the pending request head's first byte came (None: no head pending).
+        #: Heads are stamped, not timed one by one: the one timer re-arms itself for the head
+        #: pending when it fires, so a busy keep-alive connection arms about one timer per
+        #: ``header_timeout`` instead of one call_later()/cancel() pair per request.
+        self._head_since: float | None = None
         #: Body of the last parsed message: while it is incomplete, bytes arriving are body, not a head.
         self._last_payload: Any = None
 
@@ -68,12 +74,14 @@ class HeadTimedHandler(RequestHandler):
             and not self._upgraded
             and (self._last_payload is None or self._last_payload.is_eof())
         )
-        if data and awaiting_head and self._head_timer is None and self._header_timeout > 0:
-            self._head_timer = self._loop.call_later(self._header_timeout, self._head_timed_out)
+        if data and awaiting_head and self._head_since is None and self._header_timeout > 0:
+            self._head_since = now = self._loop.time()
+            if self._head_timer is None:
+                self._head_timer = self._loop.call_at(now + self._header_timeout, self._check_head)
         before, body = self._request_count, self._last_payload
         super().data_received(data)
         if self._request_count != before:
-            self._disarm()
+            self._head_since = None  # the head is in; the timer, if it fires, finds nothing pending
             if self._messages:
                 newest = self._messages[-1]
                 if isinstance(newest[0], _ErrInfo) and body is not None and not body.is_eof():
@@ -103,12 +111,25 @@ class HeadTimedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def _disarm(self) -> None:
+        self._head_since = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _check_head(self) -> None:
+        """The timer fired: time out the pending head if it is overdue, else wait for its deadline."""
         self._head_timer = None
+        since = self._head_since
+        if since is None:
+            return  # no head pending: the next one arms the timer again
+        due = since + self._header_timeout
+        if self._loop.time() < due:
+            self._head_timer = self._loop.call_at(due, self._check_head)
+            return
+        self._head_since = None
+        self._head_timed_out()
+
+    def _head_timed_out(self) -> None:
         transport = self.transport
         if transport is None or self._force_close:
             return

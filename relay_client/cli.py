@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import logging
-import signal
-import sys
 from typing import Annotated, Optional
 
 import typer
 
 from relay_client import __version__
-from relay_client.agent import SHUTDOWN_GRACE, Agent, AgentConfig
+from relay_client.agent import SHUTDOWN_GRACE, AgentConfig
+from relay_client.agent_main import RunSpec, configure_logging, run_agent
 from relay_client.check import register as register_check
-from relay_client.console import ConsoleLog
-from relay_client.inspector import (
-    DEFAULT_INSPECT_HOST,
-    DEFAULT_INSPECT_PORT,
-    InspectorStartError,
-    Recorder,
-    parse_inspect_addr,
-    start_inspector,
-)
+from relay_client.inspector.address import DEFAULT_INSPECT_HOST, DEFAULT_INSPECT_PORT, parse_inspect_addr
 from relay_client.errors import AgentError
 from relay_client.target import TargetError, parse_target
+from relay_protocol.relaunch import allow as allow_relaunch, relaunch
 
 app = typer.Typer(
     help="localrelay agent: exposes a local HTTP server through a relay.",
@@ -97,14 +87,7 @@ def http(
     Prints `Forwarding <public_url> -> <local_url>` once the tunnel is up, then
     one line per proxied request.
     """
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        logging.getLogger("websockets").setLevel(logging.WARNING)
+    configure_logging(verbose)
     try:
         target = parse_target(port_or_url)
     except TargetError as exc:
@@ -141,47 +124,12 @@ def http(
             inspect_at = parse_inspect_addr(inspect)
         except ValueError as exc:
             _fail(str(exc), 2)
-    console = ConsoleLog(fmt=log_format, verbose=verbose, host_header=host_header, local_url=target.origin)
-
-    def announce(public_url: str) -> None:
-        console.tunnel_up(public_url, target.origin)
-
-    observers: list = [console]
-    recorder = Recorder() if inspect_at else None
-    if recorder is not None:
-        observers.append(recorder)
-    agent = Agent(config, on_ready=announce, on_lost=console.tunnel_down, observers=observers)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, agent.stop)
-            except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt instead
-                pass
-        inspector = None
-        if inspect_at is not None and recorder is not None:
-            try:
-                inspector = await start_inspector(inspect_at[0], inspect_at[1], recorder, agent)
-                typer.echo(f"Inspector {inspector.url}", err=True)
-            except InspectorStartError as exc:
-                typer.echo(f"relay-client: warning: {exc}", err=True)
-        console.start(inspector.url if inspector is not None else None)
-        try:
-            await agent.run()
-        finally:
-            console.stop()
-            if inspector is not None:
-                await inspector.stop()
-
-    from relay_protocol.eventloop import run
-
+    spec = RunSpec(config=config, inspect_at=inspect_at, log_format=log_format, verbose=verbose, host_header=host_header)
+    relaunch("relay_client.agent_main", spec)  # from the console entry point: exec, this call does not return
     try:
-        run(main())
+        run_agent(spec)
     except AgentError as exc:
         _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        pass
 
 
 register_check(app)
@@ -189,4 +137,5 @@ register_check(app)
 
 def main() -> None:
     """Console-script entry point."""
+    allow_relaunch()  # ``http`` runs the agent in a fresh interpreter, without the option parser's imports
     app(prog_name="relay-client")

@@ -32,6 +32,7 @@ from relay_server.config import (
 )
 from relay_server.names import InvalidName, validate_name
 from relay_server.tokens import TokenStore, TokenStoreError, format_time, parse_expiry
+from relay_protocol.relaunch import allow as allow_relaunch, relaunch
 
 app = typer.Typer(
     help="localrelay relay: puts agents' local servers on NAME.<domain>.",
@@ -282,6 +283,8 @@ def serve(
         from relay_server.fleet.workers import supervise
 
         raise typer.Exit(supervise(config))
+    # From the console entry point: exec a fresh interpreter for the relay (this call does not return).
+    relaunch("relay_server.serve_main", (level, log_format, config))
     from relay_server.serve import StartupError, serve as run_relay
     from relay_protocol.eventloop import run
 
@@ -380,4 +383,5 @@ def token_revoke(
 
 def main() -> None:
     """Console-script entry point."""
+    allow_relaunch()  # ``serve`` runs the relay in a fresh interpreter, without the option parser's imports
     app(prog_name="relay-server")

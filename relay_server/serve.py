@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,8 +16,9 @@ from relay_server.logs import EventLog
 from relay_server.metrics import RelayMetrics
 from relay_server.observer import Observers
 from relay_server.publiclimits import GuardedRunner
-from relay_server.tls.listener import ListenError
-from relay_server.tls.setup import TLSRuntime, TLSSetupError, build_tls
+
+if TYPE_CHECKING:  # tls.setup pulls cryptography and the ACME client: imported only with --https-port
+    from relay_server.tls.setup import TLSRuntime
 
 log = logging.getLogger("relay_server")
 
@@ -94,10 +96,14 @@ async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> None
         tokens=fleet.tokens if fleet is not None else None,
     )
     relay.fleet = fleet
-    try:
-        tls = build_tls(config, relay)
-    except TLSSetupError as exc:
-        raise StartupError(str(exc)) from None
+    tls: TLSRuntime | None = None
+    if config.https_port:
+        from relay_server.tls.setup import TLSSetupError, build_tls
+
+        try:
+            tls = build_tls(config, relay)
+        except TLSSetupError as exc:
+            raise StartupError(str(exc)) from None
     app = relay.make_app()
     if tls is not None and tls.middleware is not None:
         app.middlewares.append(tls.middleware)
@@ -131,6 +137,8 @@ async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> None
             except OSError as exc:
                 raise StartupError(f"cannot listen on {config.host}:{config.http_port}: {exc.strerror or exc}") from None
         if tls is not None:
+            from relay_server.tls.listener import ListenError
+
             try:
                 await tls.site(runner).start()
             except ListenError as exc:

@@ -16,8 +16,25 @@ Layout (each module one job; only ``http`` and the two drivers do I/O):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from relay_client.check.cli import main, register
-from relay_client.check.report import Report, Status
-from relay_client.check.runner import Options, run_check
+
+if TYPE_CHECKING:
+    from relay_client.check.report import Report, Status
+    from relay_client.check.runner import Options, run_check
+
+#: Names loaded on first use: ``relay-client http`` imports this package (for ``register``)
+#: but never runs a check, so the runner and its validators stay out of the agent's memory.
+_LAZY = {"Report": "report", "Status": "report", "Options": "runner", "run_check": "runner"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"relay_client.check.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Options", "Report", "Status", "main", "register", "run_check"]

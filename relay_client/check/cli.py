@@ -9,9 +9,10 @@ import typer
 
 from relay_client.check.cors import DEFAULT_ORIGIN
 from relay_client.check.limits import DEFAULT_TIMEOUT
-from relay_client.check.report import render_json, render_text
-from relay_client.check.runner import Options, run_check
 from relay_client.check.urls import UrlError
+
+# ``report`` and ``runner`` (and what they import) load when ``check`` runs, not at every
+# ``relay-client`` start: the agent's ``http`` command never needs them.
 
 #: Exit status for a command line that cannot be run (bad URL or option).
 USAGE_EXIT = 2
@@ -54,9 +55,11 @@ def check(
         usable = False
     if not usable:
         _usage_error(f"--origin must be an origin such as https://chatgpt.com, not {origin!r}")
-    options = Options(url=url, mcp=mcp, origin=origin.rstrip("/"), timeout=timeout, cacert=cacert)
-
+    from relay_client.check.report import render_json, render_text
+    from relay_client.check.runner import Options, run_check
     from relay_protocol.eventloop import run
+
+    options = Options(url=url, mcp=mcp, origin=origin.rstrip("/"), timeout=timeout, cacert=cacert)
 
     try:
         report = run(run_check(options))

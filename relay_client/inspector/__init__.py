@@ -20,16 +20,36 @@ Architecture (observer only; it never sits in the forwarding path):
   ``observers``, ``local_session``).
 """
 
-from relay_client.inspector.errors import InspectorAddressInUse, InspectorStartError
-from relay_client.inspector.host import InspectorHost
-from relay_client.inspector.recorder import DEFAULT_HISTORY, Recorder
-from relay_client.inspector.server import (
-    DEFAULT_INSPECT_HOST,
-    DEFAULT_INSPECT_PORT,
-    InspectorServer,
-    parse_inspect_addr,
-    start_inspector,
-)
+from typing import TYPE_CHECKING, Any
+
+from relay_client.inspector.address import DEFAULT_INSPECT_HOST, DEFAULT_INSPECT_PORT, parse_inspect_addr
+
+if TYPE_CHECKING:
+    from relay_client.inspector.errors import InspectorAddressInUse, InspectorStartError
+    from relay_client.inspector.host import InspectorHost
+    from relay_client.inspector.recorder import DEFAULT_HISTORY, Recorder
+    from relay_client.inspector.server import InspectorServer, start_inspector
+
+#: Loaded on first use: ``relay-client http --no-inspect`` parses ``--inspect`` through this
+#: package but never starts the inspector (aiohttp.web, the API, the page, prometheus_client).
+_LAZY = {
+    "InspectorAddressInUse": "errors",
+    "InspectorStartError": "errors",
+    "InspectorHost": "host",
+    "DEFAULT_HISTORY": "recorder",
+    "Recorder": "recorder",
+    "InspectorServer": "server",
+    "start_inspector": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"relay_client.inspector.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_HISTORY",

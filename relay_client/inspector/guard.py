@@ -10,13 +10,13 @@ Errors under ``/api`` are JSON, as ngrok's are.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from yarl import URL
 
+from relay_client.inspector.address import is_loopback_name
 from relay_client.inspector.errors import api_error
 
 if TYPE_CHECKING:
@@ -26,17 +26,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: Methods that change nothing: no Origin check needed.
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def is_loopback_name(host: str) -> bool:
-    """``localhost``, ``*.localhost``, 127.0.0.0/8 or ::1."""
-    host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _hostname(authority: str) -> str | None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Self
 
 from relay_client.exchange import Exchange
-from relay_client.inspector.agent_metrics import AgentMetrics
 from relay_client.inspector.metrics import TunnelMetrics
 
 #: Exchanges kept by default (ngrok evicts by size; we evict by count).
@@ -75,6 +74,10 @@ class Recorder:
             raise ValueError("the inspector history must hold at least one exchange")
         self.limit = limit
         self.metrics = TunnelMetrics()
+        # prometheus_client is imported here, not at module load: an agent run with
+        # --no-inspect has no recorder and never pays for it.
+        from relay_client.inspector.agent_metrics import AgentMetrics
+
         #: The same traffic in Prometheus form (``GET /metrics`` on the inspector).
         self.prometheus = AgentMetrics()
         self._history: OrderedDict[str, Exchange] = OrderedDict()

@@ -7,17 +7,26 @@ import logging
 
 from aiohttp import web
 
+from relay_client.inspector.address import (
+    DEFAULT_INSPECT_HOST,
+    DEFAULT_INSPECT_PORT,
+    is_loopback_name,
+    parse_inspect_addr,
+)
 from relay_client.inspector.api import make_app
 from relay_client.inspector.errors import InspectorAddressInUse, InspectorStartError
-from relay_client.inspector.guard import is_loopback_name
 from relay_client.inspector.host import InspectorHost
 from relay_client.inspector.recorder import Recorder
 
 log = logging.getLogger("relay_client.inspector")
 
-#: Where the inspector listens unless told otherwise (ngrok's address).
-DEFAULT_INSPECT_HOST = "127.0.0.1"
-DEFAULT_INSPECT_PORT = 4040
+__all__ = [
+    "DEFAULT_INSPECT_HOST",
+    "DEFAULT_INSPECT_PORT",
+    "InspectorServer",
+    "parse_inspect_addr",
+    "start_inspector",
+]
 
 #: Seconds open connections (live feeds, replays) get to end when the inspector stops.
 SHUTDOWN_GRACE = 2.0
@@ -27,22 +36,6 @@ _ADDRESS_IN_USE = {errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDR
 
 def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_inspect_addr(value: str) -> tuple[str, int]:
-    """``4040``, ``127.0.0.1:4040``, ``localhost:4040`` or ``[::1]:4040`` -> (host, port); ValueError otherwise."""
-    text = value.strip()
-    host, port_text = DEFAULT_INSPECT_HOST, text
-    if not text.isdigit():
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"--inspect {value!r}: give PORT or HOST:PORT (for example 127.0.0.1:4040)")
-        host = host.strip("[]")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"--inspect {value!r}: the port must be a number from 0 to 65535")
-    if not is_loopback_name(host):
-        raise ValueError(f"--inspect {value!r}: the inspector is local only; use 127.0.0.1, ::1 or localhost")
-    return host, int(port_text)
 
 
 class InspectorServer:

@@ -6,12 +6,8 @@ import datetime
 import hashlib
 import ssl
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ObjectIdentifier
-
-from relay_server.tls.certificate import context_from_pem
-from relay_server.tls.keys import cert_pem, key_pem, new_key
+# cryptography (~9 MiB resident) is imported only when a TLS-ALPN-01 certificate is made:
+# ``options`` reads the names below on every start, HTTPS or not.
 
 HTTP01 = "http-01"
 TLS_ALPN01 = "tls-alpn-01"
@@ -19,8 +15,8 @@ TLS_ALPN01 = "tls-alpn-01"
 #: The ALPN protocol a CA offers when it validates TLS-ALPN-01 (RFC 8737).
 ACME_TLS_ALPN = "acme-tls/1"
 
-#: id-pe-acmeIdentifier (RFC 8737 section 6.1).
-ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+#: id-pe-acmeIdentifier (RFC 8737 section 6.1), as a dotted string (an ObjectIdentifier when used).
+ACME_IDENTIFIER_OID = "1.3.6.1.5.5.7.1.31"
 
 #: Where HTTP-01 answers are served (RFC 8555 section 8.3).
 HTTP01_PREFIX = "/.well-known/acme-challenge/"
@@ -28,6 +24,13 @@ HTTP01_PREFIX = "/.well-known/acme-challenge/"
 
 def tls_alpn01_context(hostname: str, key_authorization: str) -> ssl.SSLContext:
     """A context serving the self-signed validation certificate for ``hostname``, ALPN ``acme-tls/1`` only."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ObjectIdentifier
+
+    from relay_server.tls.certificate import context_from_pem
+    from relay_server.tls.keys import cert_pem, key_pem, new_key
+
     key = new_key()
     digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -42,7 +45,7 @@ def tls_alpn01_context(hostname: str, key_authorization: str) -> ssl.SSLContext:
         .not_valid_after(now + datetime.timedelta(days=7))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
         # extnValue is the DER OCTET STRING holding the SHA-256 of the key authorization.
-        .add_extension(x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest), critical=True)
+        .add_extension(x509.UnrecognizedExtension(ObjectIdentifier(ACME_IDENTIFIER_OID), b"\x04\x20" + digest), critical=True)
         .sign(key, hashes.SHA256())
     )
     return context_from_pem(cert_pem(cert), key_pem(key), alpn=(ACME_TLS_ALPN,))

@@ -178,7 +178,7 @@ async def _write_response(
     websocket message as their head), head and body leave in one write;
     otherwise the head goes out at once, so streams (SSE) start immediately.
     """
-    kind = _WholeResponse if stream.complete else _RelayedResponse
+    kind = _WholeResponse if stream.complete else RelayedResponse
     # The multidict is built from the list in one call (not one add() per header); order and repeats stay.
     response = kind(status=head.status, reason=head.reason or None, headers=strip_hop_by_hop(head.headers))
     # The meter notes time to first byte, body bytes, why it broke off.
@@ -200,7 +200,7 @@ async def _write_response(
     return response
 
 
-class _RelayedResponse(web.StreamResponse):
+class RelayedResponse(web.StreamResponse):
     """A StreamResponse that adds no headers the local server did not send.
 
     aiohttp fills in Content-Type (application/octet-stream) and Server when they
@@ -217,7 +217,7 @@ class _RelayedResponse(web.StreamResponse):
             headers.popall("Server", None)
 
 
-class _WholeResponse(_RelayedResponse):
+class _WholeResponse(RelayedResponse):
     """A relayed response whose headers wait for the first body write (one send, not two)."""
 
     _send_headers_immediately = False

@@ -35,7 +35,7 @@ from relay_protocol.httpheaders import (
 )
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
 from relay_server.config import RelayConfig
-from relay_server.front import request_head, run_past_cancellation
+from relay_server.front import RelayedResponse, request_head, run_past_cancellation
 from relay_server.integrity import ambiguous_target, origin_form
 from relay_server.metering import meter_of
 from relay_server.pages import error_response
@@ -133,22 +133,11 @@ class NodeHop:
                     upstream = await self.session().request(
                         request.method, url, headers=headers, allow_redirects=False
                     )
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            return self._unreachable(request, route, exc)
-        except TimeoutError:
-            return error_response(
-                request, 504, "tunnel-node-timeout", "Tunnel timed out",
-                f"The relay node holding {route.name} did not answer in time.",
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            log.info("hop to node %s for %s failed before the response: %s", route.node_id, route.name, exc)
-            return error_response(
-                request, 502, "tunnel-node-failed", "Tunnel node failed",
-                f"The relay node holding {route.name} dropped the request.",
-            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return self._failed(request, route, exc, "hop")
         finished = False
         try:
-            response = _RelayedResponse(status=upstream.status, reason=upstream.reason or None)
+            response = RelayedResponse(status=upstream.status, reason=upstream.reason or None)
             for name, value in strip_hop_by_hop(decode_raw_headers(upstream.raw_headers)):
                 response.headers.add(name, value)
             try:
@@ -199,19 +188,8 @@ class NodeHop:
                 )
         except aiohttp.WSServerHandshakeError as exc:
             return _refused_upgrade(exc)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            return self._unreachable(request, route, exc)
-        except TimeoutError:
-            return error_response(
-                request, 504, "tunnel-node-timeout", "Tunnel timed out",
-                f"The relay node holding {route.name} did not answer in time.",
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            log.info("websocket hop to node %s for %s failed: %s", route.node_id, route.name, exc)
-            return error_response(
-                request, 502, "tunnel-node-failed", "Tunnel node failed",
-                f"The relay node holding {route.name} dropped the request.",
-            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return self._failed(request, route, exc, "websocket hop")
         ws = web.WebSocketResponse(
             protocols=[upstream.protocol] if upstream.protocol else (),
             autoping=False,
@@ -232,6 +210,21 @@ class NodeHop:
         meter_of(request).head_sent(ws)
         await run_past_cancellation(_bridge(ws, upstream))  # the close code must reach the owner
         return ws
+
+    def _failed(self, request: web.BaseRequest, route: RemoteRoute, exc: BaseException, what: str) -> web.Response:
+        """The answer when the hop fails before a response: 502 (route dropped if unreachable) or 504."""
+        if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+            return self._unreachable(request, route, exc)
+        if isinstance(exc, TimeoutError):
+            return error_response(
+                request, 504, "tunnel-node-timeout", "Tunnel timed out",
+                f"The relay node holding {route.name} did not answer in time.",
+            )
+        log.info("%s to node %s for %s failed before the response: %s", what, route.node_id, route.name, exc)
+        return error_response(
+            request, 502, "tunnel-node-failed", "Tunnel node failed",
+            f"The relay node holding {route.name} dropped the request.",
+        )
 
     def _unreachable(self, request: web.BaseRequest, route: RemoteRoute, exc: BaseException) -> web.Response:
         """502 at once, and stop routing to that node until the registry hears of the name again."""
@@ -321,19 +314,6 @@ def _abort(request: web.BaseRequest) -> None:
     transport = request.transport
     if transport is not None:
         transport.abort()
-
-
-class _RelayedResponse(web.StreamResponse):
-    """A StreamResponse adding no header the owner did not send (aiohttp would add Content-Type, Server)."""
-
-    async def _prepare_headers(self) -> None:
-        headers = self.headers
-        had_type, had_server = "Content-Type" in headers, "Server" in headers
-        await super()._prepare_headers()
-        if not had_type:
-            headers.popall("Content-Type", None)
-        if not had_server:
-            headers.popall("Server", None)
 
 
 def hop_of(relay: Any) -> NodeHop:

@@ -86,7 +86,6 @@ class Agent:
         self.local_session: aiohttp.ClientSession | None = None
         self._agent_key = secrets.token_hex(16)
         self._stopping = asyncio.Event()
-        self._connection: AgentConnection | None = None
         #: Every connection still running: the current one, and older ones whose relay is
         #: going away and that are finishing their requests.
         self._connections: set[AgentConnection] = set()
@@ -193,7 +192,6 @@ class Agent:
                 await self._sleep(delay)
                 continue
             failures_this_round = 0
-            self._connection = conn
             self._connections.add(conn)
             ever_connected = True
             subdomain = conn.welcome.name  # come back under the same name
@@ -209,7 +207,6 @@ class Agent:
             running = asyncio.create_task(conn.run())
             await _first_of(running, relay_leaving)
             self.state.connected = False
-            self._connection = None
             if relay_leaving.is_set() and not self._stopping.is_set():
                 # The relay is going away (a restart, a deploy): connect again at once while
                 # the requests on this connection finish; it closes by itself after them.

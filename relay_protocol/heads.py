@@ -19,9 +19,10 @@ from relay_protocol.limits import MAX_HEAD_SIZE, MAX_HEADER_COUNT
 
 Headers = list[tuple[str, str]]
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_TCHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN = re.compile(_TCHARS + r"\Z")
 #: Every header name at once, joined by "\n" (not a token character): one match per head.
-_TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*\Z")
+_TOKENS = re.compile(rf"{_TCHARS}(?:\n{_TCHARS})*\Z")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
 _FORBIDDEN_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 import time
 
 from aiohttp import web
@@ -128,14 +130,20 @@ class Relay:
         refusal = self._check_limits(request)
         if refusal is not None:
             return refusal
-        self._in_flight[id(request)] = request
-        self._idle.clear()
-        try:
+        with self.counted_in_flight(request):
             if isinstance(tunnel, Tunnel):
                 return await forward(request, tunnel, self.config)
             from relay_server.fleet.hop import forward_to_node  # a RemoteRoute: held by another fleet node
 
             return await forward_to_node(request, tunnel, self)
+
+    @contextmanager
+    def counted_in_flight(self, request: web.BaseRequest) -> Iterator[None]:
+        """Count ``request`` among the in-flight ones while it runs: a graceful stop waits for it, then cuts it."""
+        self._in_flight[id(request)] = request
+        self._idle.clear()
+        try:
+            yield
         finally:
             self._in_flight.pop(id(request), None)
             if not self._in_flight:

@@ -194,7 +194,7 @@ async def _write_response(
         # caller sees an incomplete response rather than a short one.
         log.info("tunnel %s: response body cut off (%s)", tunnel, exc)
         meter.failed(f"response body cut off: {exc}")
-        _abort(request)
+        abort_connection(request)
     except ConnectionError:
         meter.failed("public client went away")  # the caller's finally resets the stream
     return response
@@ -256,7 +256,8 @@ async def run_past_cancellation(bridging: Coroutine[Any, Any, None]) -> None:
 _BRIDGES: set[asyncio.Task[None]] = set()
 
 
-def _abort(request: web.BaseRequest) -> None:
+def abort_connection(request: web.BaseRequest) -> None:
+    """Cut the caller's connection, so a body cut short can never look complete."""
     transport = request.transport
     if transport is not None:
         transport.abort()

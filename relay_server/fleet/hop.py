@@ -35,7 +35,7 @@ from relay_protocol.httpheaders import (
 )
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
 from relay_server.config import RelayConfig
-from relay_server.front import RelayedResponse, request_head, run_past_cancellation
+from relay_server.front import RelayedResponse, abort_connection, request_head, run_past_cancellation
 from relay_server.integrity import ambiguous_target, origin_form
 from relay_server.metering import meter_of
 from relay_server.pages import error_response
@@ -150,7 +150,7 @@ class NodeHop:
                         # The owner's body broke off: so does ours (an incomplete body, never a short one).
                         log.info("hop to node %s: response body for %s cut off (%s)", route.node_id, route.name, exc)
                         meter.failed(f"response body cut off: {exc}")
-                        _abort(request)
+                        abort_connection(request)
                         return response
                     if not chunk:
                         break
@@ -308,12 +308,6 @@ def _refused_upgrade(exc: aiohttp.WSServerHandshakeError) -> web.Response:
         if name.lower() not in WEBSOCKET_HANDSHAKE and name.lower() not in ("content-length", "content-type"):
             response.headers.add(name, value)
     return response
-
-
-def _abort(request: web.BaseRequest) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
 
 
 def hop_of(relay: Any) -> NodeHop:

@@ -21,8 +21,6 @@ import ipaddress
 import json
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
@@ -92,7 +90,7 @@ class InternalHandler:
             first, config = self._as_first_node_saw(request)
         except UnicodeError:
             return _json(400, "bad-header", "A header of the forwarded request is not valid UTF-8.")
-        with _in_flight(self.relay, first):
+        with self.relay.counted_in_flight(first):
             return await forward(first, tunnel, config)
 
     def _as_first_node_saw(self, request: web.Request) -> tuple[web.Request, RelayConfig]:
@@ -128,24 +126,6 @@ class InternalHandler:
             config = dataclasses.replace(self.config, trusted_proxies=[*self.config.trusted_proxies, network])
             self._trusting[peer] = config
         return config
-
-
-@contextmanager
-def _in_flight(relay: Any, request: web.BaseRequest) -> Iterator[None]:
-    """Count the request among the relay's in-flight ones, so a graceful stop waits for it too."""
-    table = getattr(relay, "_in_flight", None)
-    idle = getattr(relay, "_idle", None)
-    if table is None or idle is None:
-        yield
-        return
-    table[id(request)] = request
-    idle.clear()
-    try:
-        yield
-    finally:
-        table.pop(id(request), None)
-        if not table:
-            idle.set()
 
 
 def make_internal_app(relay: Any) -> web.Application:

@@ -35,10 +35,7 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
     lowered = [name.lower() for name, _ in pairs]  # once per header: this runs on every head
     named: frozenset[str] | set[str] = HOP_BY_HOP
     if "connection" in lowered:
-        named = set(HOP_BY_HOP)
-        for lname, (_, value) in zip(lowered, pairs):
-            if lname == "connection":
-                named.update(token.strip().lower() for token in value.split(",") if token.strip())
+        named = HOP_BY_HOP | connection_tokens(pairs, lowered)
     return [(name, value) for lname, (name, value) in zip(lowered, pairs) if lname not in named]
 
 
@@ -71,3 +68,14 @@ def header_tokens(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
     """Comma-separated tokens of every header called ``name``, in order."""
     lname = name.lower()
     return [t.strip() for k, v in headers if k.lower() == lname for t in v.split(",") if t.strip()]
+
+
+def connection_tokens(pairs: list[tuple[str, str]], lowered: list[str]) -> set[str]:
+    """The header names (lower case) the Connection headers among ``pairs`` list; ``lowered``: their names, lowered."""
+    return {
+        token.strip().lower()
+        for lname, (_, value) in zip(lowered, pairs)
+        if lname == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }

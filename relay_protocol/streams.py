@@ -22,6 +22,10 @@ class Half(enum.Enum):
     BODY = "body"
     ENDED = "ended"
 
+    #: Members are singletons: hash by identity (C) instead of ``Enum.__hash__`` (Python,
+    #: by name), which every table lookup below would otherwise call twice.
+    __hash__ = object.__hash__
+
 
 class Action(enum.Enum):
     """What a frame does to the half it travels on."""
@@ -31,6 +35,8 @@ class Action(enum.Enum):
     DATA = "data"
     DATA_END = "data+end"
 
+    __hash__ = object.__hash__  # see Half
+
 
 #: (current state, action) -> next state.  Anything missing is a protocol violation.
 TRANSITIONS: dict[tuple[Half, Action], Half] = {
@@ -39,6 +45,9 @@ TRANSITIONS: dict[tuple[Half, Action], Half] = {
     (Half.BODY, Action.DATA): Half.BODY,
     (Half.BODY, Action.DATA_END): Half.ENDED,
 }
+
+
+_ENDED = Half.ENDED
 
 
 class StreamStateError(Exception):
@@ -70,7 +79,7 @@ class StreamState:
     @property
     def closed(self) -> bool:
         """Both directions done: the stream can be forgotten."""
-        return self.send is Half.ENDED and self.recv is Half.ENDED
+        return self.send is _ENDED and self.recv is _ENDED
 
     def _next(self, state: Half, action: Action, direction: str) -> Half:
         try:

@@ -22,7 +22,9 @@ from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode, LocalProtocolError
 from relay_protocol.heads import RequestHead, ResponseHead
 from relay_protocol.httpheaders import (
+    HOP_BY_HOP,
     WEBSOCKET_HANDSHAKE,
+    connection_tokens,
     decode_raw_headers,
     header_tokens,
     is_websocket_upgrade,
@@ -43,22 +45,40 @@ log = logging.getLogger("relay_server.front")
 _FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
 
 
-def request_head(request: web.BaseRequest, config: RelayConfig, scheme: str = "http") -> RequestHead:
-    """The stream head for a public request: hop-by-hop gone, X-Forwarded-* set by us."""
+def request_head(
+    request: web.BaseRequest, config: RelayConfig, scheme: str = "http", drop: frozenset[str] = frozenset()
+) -> RequestHead:
+    """The stream head for a public request: hop-by-hop gone, X-Forwarded-* set by us.
+
+    ``drop`` names (lower case) further headers to leave out.  One pass over the
+    headers: each name is lowered once and checked against one set.
+    """
     peer = request.remote or ""
-    headers = strip_hop_by_hop(decode_raw_headers(request.raw_headers))
+    pairs = decode_raw_headers(request.raw_headers)
+    lowered = [name.lower() for name, _ in pairs]
     prior_for = prior_proto = None
     if config.is_trusted_proxy(peer):
         prior_for = request.headers.get("X-Forwarded-For")
         prior_proto = request.headers.get("X-Forwarded-Proto")
-        headers = [(k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-proto")]
+        dropped = _HOP_AND_PRIOR_PROXY | drop
     else:
-        headers = [(k, v) for k, v in headers if k.lower() not in _FORWARDED]
+        dropped = _HOP_AND_FORWARDED | drop
+    if "connection" in lowered:  # and whatever the Connection header names
+        dropped = dropped | connection_tokens(pairs, lowered)
+    headers = [pair for lname, pair in zip(lowered, pairs) if lname not in dropped]
     headers.append(("X-Forwarded-For", f"{prior_for}, {peer}" if prior_for else peer))
     headers.append(("X-Forwarded-Proto", prior_proto or scheme))
-    if not any(k.lower() == "x-forwarded-host" for k, _ in headers):
+    if "x-forwarded-host" in dropped or "x-forwarded-host" not in lowered:
         headers.append(("X-Forwarded-Host", request.headers.get("Host", "")))
     return RequestHead(request.method, request.raw_path, headers, peer)
+
+
+#: Headers never forwarded from an untrusted peer: hop-by-hop ones and the proxy headers we set.
+_HOP_AND_FORWARDED = HOP_BY_HOP | _FORWARDED
+#: From a trusted proxy: hop-by-hop ones and the two proxy headers we rewrite (X-Forwarded-Host stays).
+_HOP_AND_PRIOR_PROXY = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto"}
+#: Also dropped when the relay checks the tunnel's password: it is not the local server's business.
+_AUTHORIZATION = frozenset({"authorization"})
 
 
 async def _pump_request_body(request: web.BaseRequest, stream: MuxStream, guard: BodyGuard) -> None:
@@ -85,20 +105,21 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
     mismatch = ambiguous_target(request)
     if mismatch is not None:
         return mismatch
-    guard = BodyGuard(config, observer_of(request), tunnel.name, request.remote)
-    too_large = guard.declared_too_large(request.content_length)
-    if too_large is not None:
-        return refusal_response(request, too_large)
-    tunnel.requests += 1
     websocket = is_websocket_upgrade(request.method, request.headers.get("Upgrade", ""))
-    head = request_head(request, config, scheme=request.scheme)  # "https" on the TLS listener
+    has_body = request.body_exists and not websocket
+    guard: BodyGuard | None = None
+    if request.body_exists:  # no body (most requests): nothing to guard, nothing declared too large
+        guard = BodyGuard(config, observer_of(request), tunnel.name, request.remote)
+        too_large = guard.declared_too_large(request.content_length)
+        if too_large is not None:
+            return refusal_response(request, too_large)
+    tunnel.requests += 1
+    # The tunnel's password is the relay's business, not the local server's.
+    drop = _AUTHORIZATION if tunnel.access.basic_auth_hash is not None else frozenset()
+    head = request_head(request, config, scheme=request.scheme, drop=drop)  # "https" on the TLS listener
     head.target = origin_form(head.target)  # absolute-form (already matched to Host) travels as a path
-    if tunnel.access.basic_auth_hash is not None:
-        # The tunnel's password is the relay's business, not the local server's.
-        head.headers = [(k, v) for k, v in head.headers if k.lower() != "authorization"]
     if websocket:
         head.upgrade = "websocket"
-    has_body = request.body_exists and not websocket
     try:
         stream = tunnel.mux.open_stream(head, end_stream=not has_body and not websocket)
     except LocalProtocolError as exc:
@@ -116,7 +137,7 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
         return _offline(request, tunnel.name)
     except StreamError:
         return _offline(request, tunnel.name)
-    upload = asyncio.create_task(_pump_request_body(request, stream, guard)) if has_body else None
+    upload = asyncio.create_task(_pump_request_body(request, stream, guard)) if guard is not None and has_body else None
     bridged = False
     meter = meter_of(request)
     meter.stream_opened(stream.id)
@@ -129,7 +150,7 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
             response_head = await stream.response
         except StreamError as exc:
             if not deadline.expired:
-                if guard.refusal is not None:
+                if guard is not None and guard.refusal is not None:
                     return refusal_response(request, guard.refusal)
                 return _stream_failed(request, tunnel, exc)
             return error_response(
@@ -175,16 +196,28 @@ async def _write_response(
     """Send the agent's response head, then its body chunk by chunk as it arrives.
 
     When the whole body is already here (small responses arrive in the same
-    websocket message as their head), head and body leave in one write;
+    websocket message as their head), head, body and end leave in one write;
     otherwise the head goes out at once, so streams (SSE) start immediately.
     """
-    kind = _WholeResponse if stream.complete else RelayedResponse
+    whole = stream.complete
+    kind = _WholeResponse if whole else RelayedResponse
     # The multidict is built from the list in one call (not one add() per header); order and repeats stay.
     response = kind(status=head.status, reason=head.reason or None, headers=strip_hop_by_hop(head.headers))
     # The meter notes time to first byte, body bytes, why it broke off.
     try:
         await response.prepare(request)
         meter.head_sent(response)
+        if whole:
+            body = stream.read_whole()
+            size = len(body)
+            if not size or response.content_length in (None, size):
+                # write_eof(body) sends head, body and end at once but, unlike write(),
+                # never clips a body to its Content-Length: only taken when none needs clipping.
+                await response.write_eof(body)
+                meter.sent(size)
+                return response
+            await response.write(body)
+            meter.sent(size)
         while chunk := await stream.read():
             await response.write(chunk)
             meter.sent(len(chunk))

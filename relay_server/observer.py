@@ -86,6 +86,8 @@ class Observers(RelayObserver):
             ]
             for hook in _HOOKS
         }
+        self._started = self._hooks["request_started"]
+        self._finished = self._hooks["request_finished"]
 
     def __iter__(self) -> Iterator[RelayObserver]:
         return iter(self.observers)
@@ -119,13 +121,22 @@ class Observers(RelayObserver):
         """See ``RelayObserver``."""
         self._each("limit_hit", limit, tunnel, remote)
 
+    # The two per-request hooks loop over their own list directly: no *args tuple, no hook lookup.
     def request_started(self, tunnel: str) -> None:
         """See ``RelayObserver``."""
-        self._each("request_started", tunnel)
+        for method in self._started:
+            try:
+                method(tunnel)
+            except Exception:
+                log.exception("observer %s failed in request_started", type(method.__self__).__name__)
 
     def request_finished(self, record: RequestRecord) -> None:
         """See ``RelayObserver``."""
-        self._each("request_finished", record)
+        for method in self._finished:
+            try:
+                method(record)
+            except Exception:
+                log.exception("observer %s failed in request_finished", type(method.__self__).__name__)
 
 
 def find_observer(observer: RelayObserver, kind: type[Any]) -> Any | None:

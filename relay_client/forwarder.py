@@ -13,20 +13,27 @@ import asyncio
 import base64
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
-from multidict import CIMultiDict, istr
+from multidict import CIMultiDict
 from yarl import URL
 
 from relay_client.cors import add_cors_headers, is_preflight, preflight_answer
 from relay_client.exchange import DEFAULT_CAPTURE_LIMIT, Exchange, Observer
+from relay_client.localhttp import (
+    LOCAL_CONNECTION_LIMIT,
+    LocalHttpPool,
+    LocalResponse,
+    LocalServerError,
+    LocalUnreachable,
+)
 from relay_client.rewrite import MAX_REWRITE_BODY, REWRITTEN_HEADERS, UrlRewriter
 from relay_client.target import LocalTarget
 from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode, LocalProtocolError
 from relay_protocol.heads import ResponseHead
-from relay_protocol.httpheaders import WEBSOCKET_HANDSHAKE, decode_raw_headers, header_tokens, strip_hop_by_hop
+from relay_protocol.httpheaders import WEBSOCKET_HANDSHAKE, header_tokens, strip_hop_by_hop
 from relay_protocol.wsbridge import bridge
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
 
@@ -35,46 +42,12 @@ log = logging.getLogger("relay_client.forward")
 #: Headers aiohttp adds on its own that the public client did not send.
 _NO_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
-#: Connections kept open to the local server.
-LOCAL_CONNECTION_LIMIT = 256
-
 #: Responses that never have a body, whatever their headers say.
 _BODYLESS = frozenset({204, 304})
 
 
-#: Local request URLs by target, so a path seen before is not parsed again; bounded
-#: in entries and in the length of a cached target (memory stays under ~0.5 MiB).
-_URL_CACHE_SIZE = 1024
-_URL_CACHE_MAX_TARGET = 256
-
-#: True while every header aiohttp would add on its own is one the session skips.
-_NOTHING_AUTOMATIC = {h.lower() for h in (*aiohttp.ClientRequest.DEFAULT_HEADERS, "User-Agent")} <= {
-    h.lower() for h in _NO_AUTO_HEADERS
-}
-
-
-class _LeanRequest(aiohttp.ClientRequest):
-    """aiohttp's request, minus per-request work the tunnel does not need.
-
-    The session skips every automatic header (the local server gets exactly the
-    public client's headers), so there is nothing for ``update_auto_headers`` to
-    add: the skip set is built once instead of sorting and copying headers on
-    every request.  Any other skip set takes aiohttp's own path.
-    """
-
-    _SKIPPED: CIMultiDict[None] = CIMultiDict((name, None) for name in sorted(_NO_AUTO_HEADERS))
-    #: What the session passes (aiohttp turns ``skip_auto_headers`` into istr).
-    _SESSION_SKIP = frozenset(istr(name) for name in _NO_AUTO_HEADERS)
-
-    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
-        if _NOTHING_AUTOMATIC and skip_auto_headers == self._SESSION_SKIP:
-            self._skip_auto_headers = self._SKIPPED  # nothing to add: all automatic headers are skipped
-            return
-        super().update_auto_headers(skip_auto_headers)
-
-
 def make_local_session(resolver: aiohttp.abc.AbstractResolver | None = None) -> aiohttp.ClientSession:
-    """The one HTTP client session every stream shares (keep-alive to the local server)."""
+    """The aiohttp session for websocket upgrades and the inspector's replay (plain requests use the pool)."""
     connector = aiohttp.TCPConnector(limit=LOCAL_CONNECTION_LIMIT, resolver=resolver, ttl_dns_cache=60)
     return aiohttp.ClientSession(
         connector=connector,
@@ -83,7 +56,6 @@ def make_local_session(resolver: aiohttp.abc.AbstractResolver | None = None) -> 
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=tuple(_NO_AUTO_HEADERS),
         read_bufsize=2**18,
-        request_class=_LeanRequest,
     )
 
 
@@ -102,7 +74,10 @@ class Forwarder:
         public_url: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.target = target
+        #: Websocket upgrades (and the inspector's replay) use the aiohttp session.
         self.session = session
+        #: Every other request goes through the lean keep-alive pool.
+        self.local = LocalHttpPool(target)
         self.observers = list(observers)
         self.host_header = host_header
         self.capture_limit = capture_limit
@@ -110,7 +85,6 @@ class Forwarder:
         self.cors = cors
         self.public_url = public_url
         self._tasks: set[asyncio.Task[None]] = set()
-        self._urls: dict[str, URL] = {}
 
     def start(self, stream: MuxStream) -> None:
         """Handle a new stream in its own task; a reset from the relay cancels it."""
@@ -125,17 +99,7 @@ class Forwarder:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _url(self, target: str) -> URL:
-        """The local URL for a request target (already percent-encoded by the public client)."""
-        url = self._urls.get(target)
-        if url is None:
-            url = URL(self.target.origin + target, encoded=True)
-            if len(target) <= _URL_CACHE_MAX_TARGET:
-                if len(self._urls) >= _URL_CACHE_SIZE:
-                    self._urls.clear()
-                self._urls[target] = url
-        return url
+        await self.local.close()
 
     def _local_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The pairs the local server gets (aiohttp makes its one multidict of them; Host goes first)."""
@@ -164,8 +128,8 @@ class Forwarder:
             await self._forward(stream, exchange)
         except StreamError as exc:
             exchange.finish(f"public client went away ({exc})")
-        except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else str(exc)
+        except (aiohttp.ClientConnectorError, LocalUnreachable) as exc:
+            reason = _unreachable_reason(exc)
             message = f"The agent could not reach the local server at {self.target.origin}: {reason}. Is it running?"
             stream.reset(ErrorCode.LOCAL_UNREACHABLE, message)
             exchange.finish(f"local server unreachable: {reason}")
@@ -173,7 +137,7 @@ class Forwarder:
             # The local server's response head cannot cross the tunnel (too many or too large headers).
             stream.reset(ErrorCode.LOCAL_ERROR, f"The local server's response cannot be relayed: {exc}")
             exchange.finish(f"response not relayable: {exc}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, LocalServerError, aiohttp.ClientError, OSError) as exc:
             message = str(exc) or type(exc).__name__
             stream.reset(ErrorCode.LOCAL_ERROR, f"The local server at {self.target.origin} failed: {message}")
             exchange.finish(f"local server failed: {message}")
@@ -196,10 +160,9 @@ class Forwarder:
     async def _forward(self, stream: MuxStream, exchange: Exchange) -> None:
         head = stream.request
         assert head is not None
-        url = self._url(head.target)
         headers = self._local_headers(head.headers)
         if exchange.websocket:
-            await self._websocket(stream, exchange, url, headers)
+            await self._websocket(stream, exchange, URL(self.target.origin + head.target, encoded=True), headers)
             return
         if self.cors and is_preflight(head.method, head.headers):
             answer = preflight_answer(head.headers)
@@ -208,33 +171,30 @@ class Forwarder:
             stream.send_response(ResponseHead(204, "No Content", answer), end_stream=True)
             return
         body = None if stream.at_eof else _body(stream, exchange)
-        async with self.session.request(
-            head.method, url, headers=headers, data=body, allow_redirects=False, compress=None
-        ) as response:
+        async with await self.local.request(head.method, head.target, headers, body) as response:
             await self._relay_response(stream, exchange, response)
 
-    async def _relay_response(self, stream: MuxStream, exchange: Exchange, response: aiohttp.ClientResponse) -> None:
+    async def _relay_response(self, stream: MuxStream, exchange: Exchange, response: LocalResponse) -> None:
         """Send the local server's response head, then its body as it arrives (rewritten if asked)."""
         head = stream.request
         assert head is not None
         status = response.status
-        pairs = strip_hop_by_hop(decode_raw_headers(response.raw_headers))
+        pairs = strip_hop_by_hop(response.headers)
         public = self.public_url()
         if self.rewriter is not None and public:
             rewriter = self.rewriter
             pairs = [(k, rewriter.rewrite_header(v, public) if k.lower() in REWRITTEN_HEADERS else v) for k, v in pairs]
         if self.cors:
             pairs = add_cors_headers(head.headers, pairs)
-        exchange.status, exchange.reason, exchange.response_headers = status, response.reason or "", pairs
+        exchange.status, exchange.reason, exchange.response_headers = status, response.reason, pairs
         empty = head.method == "HEAD" or status in _BODYLESS or 100 <= status < 200
         if empty:
             self._notify("response_started", exchange)
             stream.send_response(ResponseHead(status, exchange.reason, pairs), end_stream=True)
             return
-        content = response.content
         prefix = b""
-        if self.rewriter is not None and public and self.rewriter.applies_to(head.target) and _identity(response):
-            prefix, complete = await _read_up_to(content, MAX_REWRITE_BODY)
+        if self.rewriter is not None and public and self.rewriter.applies_to(head.target) and _identity(pairs):
+            prefix, complete = await _read_up_to(response, MAX_REWRITE_BODY)
             if complete:
                 document = self.rewriter.rewrite_body(head.target, prefix, public)
                 pairs = [(k, v) for k, v in pairs if k.lower() != "content-length"]
@@ -246,14 +206,24 @@ class Forwarder:
                 await stream.write(document, end=True)
                 return
         self._notify("response_started", exchange)
+        if not prefix and response.complete:
+            # The whole body came with the head (most small answers): one frame, END on it.
+            body = response.take_all()
+            if not body:
+                stream.send_response(ResponseHead(status, exchange.reason, pairs), end_stream=True)
+                return
+            exchange.add_response_body(body)
+            stream.send_response(ResponseHead(status, exchange.reason, pairs))
+            await stream.write(body, end=True)
+            return
         stream.send_response(ResponseHead(status, exchange.reason, pairs))
         if prefix:  # too big to rewrite: what we read goes out untouched
             exchange.add_response_body(prefix)
             await stream.write(prefix)
         ended = False
-        async for chunk in content.iter_any():
+        while chunk := await response.read():
             exchange.add_response_body(chunk)
-            ended = content.at_eof()  # last chunk: carry END_STREAM on it, saving a frame
+            ended = response.at_eof()  # last chunk: carry END_STREAM on it, saving a frame
             await stream.write(chunk, end=ended)
         if not ended:
             stream.end()
@@ -279,20 +249,20 @@ class Forwarder:
             # Refused (403, 404, no websocket support). aiohttp's error has no body, so ask
             # once more as a plain request carrying the same upgrade offer: the public client
             # gets the local server's whole answer (status, reason, headers and body).
-            offer = CIMultiDict(headers)
-            offer.update(
-                {
-                    "Upgrade": "websocket",
-                    "Connection": "Upgrade",
-                    "Sec-WebSocket-Version": "13",
-                    "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
-                }
-            )
+            offer = [(k, v) for k, v in headers.items()]
+            offer += [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", base64.b64encode(os.urandom(16)).decode()),
+            ]
             if protocols:
-                offer["Sec-WebSocket-Protocol"] = ", ".join(protocols)
-            async with self.session.request("GET", url, headers=offer, allow_redirects=False) as response:
+                offer.append(("Sec-WebSocket-Protocol", ", ".join(protocols)))
+            head = stream.request
+            assert head is not None
+            async with await self.local.request("GET", head.target, offer) as response:
                 if response.status == 101:
-                    raise aiohttp.ClientError("the local server refused the websocket, then accepted it") from None
+                    raise LocalServerError("the local server refused the websocket, then accepted it") from None
                 await self._relay_response(stream, exchange, response)
             return
         try:
@@ -316,16 +286,25 @@ class Forwarder:
                 log.exception("observer %r failed on %s", observer, event)
 
 
-def _identity(response: aiohttp.ClientResponse) -> bool:
+def _identity(headers: list[tuple[str, str]]) -> bool:
     """The body is not content-encoded (we never decompress, so only these are rewritten)."""
-    return response.headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
+    encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "identity")
+    return encoding.strip().lower() in ("", "identity")
 
 
-async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+def _unreachable_reason(exc: Exception) -> str:
+    """The system's word for why the local server cannot be reached."""
+    if isinstance(exc, LocalUnreachable):
+        return exc.reason
+    os_error = getattr(exc, "os_error", None)
+    return os_error.strerror if os_error is not None and os_error.strerror else str(exc)
+
+
+async def _read_up_to(response: LocalResponse, limit: int) -> tuple[bytes, bool]:
     """Read the body until its end or past ``limit``; True when it ended within the limit."""
     parts: list[bytes] = []
     size = 0
-    async for chunk in content.iter_any():
+    while chunk := await response.read():
         parts.append(bytes(chunk))
         size += len(chunk)
         if size > limit:

@@ -1,0 +1,330 @@
+"""The agent's keep-alive client for its local server (relay_client/localhttp.py).
+
+Real loopback sockets: an in-process aiohttp origin for ordinary exchanges, and
+raw asyncio servers scripted byte by byte for the edge cases (interim answers,
+bodies delimited by the connection's end, stale keep-alive connections, broken
+responses), so what goes on the wire is pinned exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from support.ports import free_port
+
+from relay_client.localhttp import (
+    READ_HIGH_WATER,
+    LocalHttpPool,
+    LocalServerError,
+    LocalUnreachable,
+)
+from relay_client.target import LocalTarget
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def echo_origin() -> AsyncIterator[LocalTarget]:
+    """An aiohttp origin answering with the raw request headers, body length and peer port."""
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        lines = [f"{k.decode()}: {v.decode()}" for k, v in request.raw_headers]
+        peer = request.transport.get_extra_info("peername")[1] if request.transport else 0
+        lines += [f"== {request.method} {request.raw_path} body={len(body)} peer={peer}"]
+        return web.Response(text="\n".join(lines))
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(int(request.query.get("n", "64"))):
+            await response.write(b"x" * 65536)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield LocalTarget("http", "127.0.0.1", runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[Script], Awaitable[LocalTarget]]]:
+    """Start a raw server running ``script`` per connection; every connection is closed at the end."""
+    servers: list[asyncio.Server] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def start(script: Script) -> LocalTarget:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+            try:
+                await script(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        return LocalTarget("http", "localhost", server.sockets[0].getsockname()[1])
+
+    yield start
+    for writer in writers:
+        writer.close()
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def _read_all(pool: LocalHttpPool, method: str, path: str, headers, body=None) -> tuple[int, str, bytes]:
+    async with await pool.request(method, path, headers, body) as response:
+        parts = []
+        while chunk := await response.read():
+            parts.append(chunk)
+        return response.status, response.reason, b"".join(parts)
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def _head_of(reader: asyncio.StreamReader) -> list[str]:
+    return (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")[:-2]
+
+
+async def test_the_local_server_gets_exactly_the_forwarded_headers_in_order_with_repeats(echo_origin: LocalTarget):
+    pool = LocalHttpPool(echo_origin)
+    headers = [("Host", "app.example"), ("X-Rep", "1"), ("x-rep", "2"), ("Cookie", "a=1")]
+    status, _, body = await _read_all(pool, "GET", "/p?q=%20&r=1", headers)
+    await pool.close()
+    lines = body.decode().splitlines()
+    assert status == 200
+    # Exactly what was given, case and repeats kept (aiohttp's client merged X-Rep and x-rep).
+    assert lines[:-1] == ["Host: app.example", "X-Rep: 1", "x-rep: 2", "Cookie: a=1"]
+    assert lines[-1].startswith("== GET /p?q=%20&r=1 body=0")
+
+
+async def test_body_framing_is_chosen_from_what_the_request_has(echo_origin: LocalTarget):
+    pool = LocalHttpPool(echo_origin)
+    _, _, sized = await _read_all(pool, "PUT", "/s", [("Host", "h"), ("Content-Length", "5")], _chunks(b"12", b"345"))
+    _, _, streamed = await _read_all(pool, "POST", "/c", [("Host", "h")], _chunks(b"abc", b"", b"defg"))
+    _, _, empty_post = await _read_all(pool, "POST", "/e", [("Host", "h")])
+    _, _, plain_get = await _read_all(pool, "GET", "/g", [])
+    await pool.close()
+    assert sized.decode().splitlines()[:-1] == ["Host: h", "Content-Length: 5"]
+    assert "body=5" in sized.decode()
+    assert streamed.decode().splitlines()[:-1] == ["Host: h", "Transfer-Encoding: chunked"]
+    assert "body=7" in streamed.decode()
+    assert empty_post.decode().splitlines()[:-1] == ["Host: h", "Content-Length: 0"]
+    # No Host from the public client (HTTP/1.0): the local server's own host:port.
+    assert plain_get.decode().splitlines()[:-1] == [f"Host: 127.0.0.1:{echo_origin.port}"]
+
+
+async def test_connections_are_kept_alive_and_reused(echo_origin: LocalTarget):
+    pool = LocalHttpPool(echo_origin)
+    peers = set()
+    for _ in range(5):
+        _, _, body = await _read_all(pool, "GET", "/k", [("Host", "h")])
+        peers.add(body.decode().rsplit("peer=", 1)[1])
+    await pool.close()
+    assert len(peers) == 1
+
+
+async def test_concurrent_requests_respect_the_connection_limit(echo_origin: LocalTarget):
+    pool = LocalHttpPool(echo_origin, limit=2)
+    first = await pool.request("GET", "/big?n=1", [("Host", "h")])
+    second = await pool.request("GET", "/big?n=1", [("Host", "h")])
+    third = asyncio.ensure_future(pool.request("GET", "/a", [("Host", "h")]))
+    await asyncio.sleep(0.2)
+    assert not third.done()  # waits for a free connection
+    async with first as response:
+        while await response.read():
+            pass
+    exchange = await asyncio.wait_for(third, 5)
+    async with exchange as response:
+        assert response.status == 200
+    second.close()
+    await pool.close()
+
+
+async def test_a_large_body_is_read_only_as_fast_as_it_is_consumed(echo_origin: LocalTarget):
+    pool = LocalHttpPool(echo_origin)
+    async with await pool.request("GET", "/big?n=256", [("Host", "h")]) as response:  # 16 MiB
+        await asyncio.sleep(0.5)  # nobody reads: the connection must stop reading
+        assert response._buffered <= READ_HIGH_WATER + 256 * 1024, response._buffered
+        total = response._buffered
+        while chunk := await response.read():
+            total += len(chunk)
+    await pool.close()
+    assert total >= 256 * 65536 - READ_HIGH_WATER - 256 * 1024
+
+
+async def test_bodies_delimited_by_length_chunks_or_the_connections_end(scripted):
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await _head_of(reader)
+            path = head[0].split()[1]
+            if path == "/length":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            elif path == "/chunked":
+                writer.write(b"HTTP/1.1 201 Made\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            elif path == "/eof":
+                writer.write(b"HTTP/1.0 200 OK\r\nX-A: 1\r\n\r\nuntil the end")
+                await writer.drain()
+                return  # closing the connection ends the body
+            await writer.drain()
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    assert await _read_all(pool, "GET", "/length", []) == (200, "OK", b"hello")
+    assert await _read_all(pool, "GET", "/chunked", []) == (201, "Made", b"abcde")
+    assert await _read_all(pool, "GET", "/eof", []) == (200, "OK", b"until the end")
+    await pool.close()
+
+
+async def test_head_204_and_304_answers_end_at_their_head_and_the_connection_stays_usable(scripted):
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await _head_of(reader)
+            method, path = head[0].split()[:2]
+            if method == "HEAD":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            elif path == "/204":
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            elif path == "/304":
+                writer.write(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    async with await pool.request("HEAD", "/h", []) as response:
+        assert response.complete and response.headers == [("Content-Length", "1000")]
+        assert await response.read() == b""
+    assert await _read_all(pool, "GET", "/204", []) == (204, "No Content", b"")
+    assert await _read_all(pool, "GET", "/304", []) == (304, "Not Modified", b"")
+    assert await _read_all(pool, "GET", "/x", []) == (200, "OK", b"ok")
+    assert len(pool._idle) == 1
+    await pool.close()
+
+
+async def test_interim_answers_are_skipped_and_expect_continue_waits_for_100(scripted):
+    seen: list[bytes] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _head_of(reader)
+        await asyncio.sleep(0.3)  # the body must not come before our 100
+        assert not reader._buffer  # type: ignore[attr-defined]
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+        seen.append(await reader.readexactly(4))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    headers = [("Expect", "100-continue"), ("Content-Length", "4")]
+    assert await _read_all(pool, "PUT", "/u", headers, _chunks(b"data")) == (200, "OK", b"done")
+    await pool.close()
+    assert seen == [b"data"]
+
+
+async def test_a_final_answer_before_100_continue_skips_the_body_and_closes_the_connection(scripted):
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _head_of(reader)
+        writer.write(b"HTTP/1.1 413 Too Big\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    headers = [("Expect", "100-continue"), ("Content-Length", "4")]
+    assert await _read_all(pool, "PUT", "/u", headers, _chunks(b"data")) == (413, "Too Big", b"")
+    assert pool._idle == []  # the declared body never went: the connection cannot be reused
+    await pool.close()
+
+
+async def test_a_stale_keep_alive_connection_is_retried_once_for_an_idempotent_request(scripted):
+    connections = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await _head_of(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % connections)
+        await writer.drain()
+        # then close: the server's keep-alive ended while the connection sat in the pool
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    assert await _read_all(pool, "GET", "/", []) == (200, "OK", b"1")
+    await asyncio.sleep(0.1)
+    assert await _read_all(pool, "GET", "/", []) == (200, "OK", b"2")
+    await pool.close()
+
+
+async def test_a_dead_local_server_is_unreachable_with_the_systems_reason():
+    pool = LocalHttpPool(LocalTarget("http", "localhost", free_port()))
+    with pytest.raises(LocalUnreachable) as caught:
+        await pool.request("GET", "/", [])
+    await pool.close()
+    assert caught.value.reason == "Connection refused"
+
+
+async def test_broken_responses_fail_with_a_clear_error(scripted):
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await _head_of(reader)
+        path = head[0].split()[1]
+        if path == "/garbage":
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        elif path == "/cut":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+        await writer.drain()
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    with pytest.raises(LocalServerError, match="invalid response"):
+        await _read_all(pool, "GET", "/garbage", [])
+    with pytest.raises(LocalServerError, match="mid-response"):
+        await _read_all(pool, "GET", "/cut", [])
+    with pytest.raises(LocalServerError, match="before answering"):
+        await _read_all(pool, "GET", "/silent", [])
+    await pool.close()
+
+
+async def test_a_line_break_in_a_header_never_reaches_the_wire(scripted):
+    received: list[bytes] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(1000))
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    with pytest.raises(LocalServerError, match="line break"):
+        await pool.request("GET", "/", [("X-A", "1\r\nX-Injected: yes")])
+    await pool.close()
+    assert received == []
+
+
+async def test_leaving_an_unfinished_response_closes_its_connection(echo_origin: LocalTarget):
+    pool = LocalHttpPool(echo_origin)
+    async with await pool.request("GET", "/big?n=64", [("Host", "h")]) as response:
+        assert response.status == 200
+    assert pool._idle == [] and not pool._busy
+    assert await _read_all(pool, "GET", "/after", [("Host", "h")]) != (0, "", b"")
+    await pool.close()

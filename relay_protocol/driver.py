@@ -34,6 +34,8 @@ from relay_protocol.session import Phase, Session
 
 log = logging.getLogger(__name__)
 
+_CLOSED = Phase.CLOSED  # a global lookup, not an Enum class attribute lookup, once per message
+
 #: Most bytes put in one websocket message.
 MAX_MESSAGE_SIZE = 64 * 1024
 
@@ -366,7 +368,7 @@ class Multiplexer:
                 self._dispatch(event)
             if session.bytes_to_send:
                 self._wake_writer()
-            if session.phase is Phase.CLOSED:
+            if session.phase is _CLOSED:
                 self._closed = True
 
     async def _write_loop(self) -> None:

@@ -60,6 +60,15 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
+# Hot-path constants read from module globals: attribute access on an Enum class costs
+# several times a global lookup, and ``int & Flag.X`` runs IntFlag's Python-level __rand__.
+_END_STREAM = int(Flag.END_STREAM)
+_ACK = int(Flag.ACK)
+_OPEN = Phase.OPEN
+_CLOSED = Phase.CLOSED
+_RELAY = Role.RELAY
+
+
 class _Stream:
     """Per-stream bookkeeping: state table plus both windows."""
 
@@ -106,6 +115,17 @@ class Session:
         self.draining = False
         #: The peer sent GOAWAY(NO_ERROR): the relay opens no more streams on this connection.
         self.peer_draining = False
+        self._handlers = {
+            FrameType.DATA: self._on_data,
+            FrameType.CREDIT: self._on_credit,
+            FrameType.OPEN: self._on_open,
+            FrameType.RESPONSE: self._on_response,
+            FrameType.RESET: self._on_reset,
+            FrameType.PING: self._on_ping,
+            FrameType.GOAWAY: self._on_goaway,
+            FrameType.HELLO: self._on_hello,
+            FrameType.WELCOME: self._on_welcome,
+        }
 
     # ------------------------------------------------------------------ handshake
     def send_hello(self, hello: Hello) -> None:
@@ -174,7 +194,7 @@ class Session:
         stream = _Stream(stream_id, self._peer_stream_window, self._local_stream_window)
         stream.state.on_send(Action.HEAD_END if end_stream else Action.HEAD)
         self._streams[stream_id] = stream
-        self._queue(FrameType.OPEN, Flag.END_STREAM if end_stream else 0, stream_id, payload)
+        self._queue(FrameType.OPEN, _END_STREAM if end_stream else 0, stream_id, payload)
         self._forget_if_closed(stream)
         return stream_id
 
@@ -184,7 +204,7 @@ class Session:
         stream = self._local_stream(stream_id)
         payload = _encoded_head(head)
         self._advance_send(stream, Action.HEAD_END if end_stream else Action.HEAD)
-        self._queue(FrameType.RESPONSE, Flag.END_STREAM if end_stream else 0, stream_id, payload)
+        self._queue(FrameType.RESPONSE, _END_STREAM if end_stream else 0, stream_id, payload)
         self._forget_if_closed(stream)
 
     def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False) -> None:
@@ -201,7 +221,7 @@ class Session:
         self._advance_send(stream, Action.DATA_END if end_stream else Action.DATA)
         stream.send_window.spend(n)
         self._send_conn.spend(n)
-        flags = Flag.END_STREAM if end_stream else 0
+        flags = _END_STREAM if end_stream else 0
         if n <= DATA_CHUNK_SIZE:
             header = f.encode_header(FrameType.DATA, flags, stream_id, n)
             self._data.append((header, data))
@@ -302,13 +322,14 @@ class Session:
         A protocol violation by the peer queues GOAWAY with its code and
         returns ``ConnectionClosed``; the session is then closed.
         """
-        if self.phase is Phase.CLOSED:
+        if self.phase is _CLOSED:
             return []
         events: list[Event] = []
+        handlers = self._handlers
         try:
             for frame in self._decoder.feed(data):
-                self._handle(frame, events)
-                if self.phase is Phase.CLOSED:
+                handlers[frame.type](frame, events)
+                if self.phase is _CLOSED:
                     break
         except RemoteProtocolError as exc:
             self.goaway(exc.code, str(exc))
@@ -317,36 +338,25 @@ class Session:
         return events
 
     def _handle(self, frame: Frame, events: list[Event]) -> None:
-        ftype = frame.type
-        if ftype is FrameType.DATA:
-            self._on_data(frame, events)
-        elif ftype is FrameType.CREDIT:
-            self._on_credit(frame, events)
-        elif ftype is FrameType.OPEN:
-            self._on_open(frame, events)
-        elif ftype is FrameType.RESPONSE:
-            self._on_response(frame, events)
-        elif ftype is FrameType.RESET:
-            self._on_reset(frame, events)
-        elif ftype is FrameType.PING:
-            if frame.flags & Flag.ACK:
-                events.append(PingAcknowledged(frame.payload))
-            else:
-                self._queue(FrameType.PING, Flag.ACK, 0, frame.payload[:8])
-        elif ftype is FrameType.GOAWAY:
-            code, reason = f.decode_code_reason(frame.payload)
-            if code == ErrorCode.NO_ERROR and self.phase is Phase.OPEN:
-                if not self.peer_draining:  # a repeated drain says nothing new
-                    self.peer_draining = True
-                    events.append(PeerDraining(reason))
-                return
-            self.phase = Phase.CLOSED
-            self._streams.clear()
-            events.append(GoAwayReceived(code, reason))
-        elif ftype is FrameType.HELLO:
-            self._on_hello(frame, events)
-        elif ftype is FrameType.WELCOME:
-            self._on_welcome(frame, events)
+        # One dict lookup (IntEnum hashes as an int) instead of a chain of comparisons.
+        self._handlers[frame.type](frame, events)
+
+    def _on_ping(self, frame: Frame, events: list[Event]) -> None:
+        if frame.flags & _ACK:
+            events.append(PingAcknowledged(frame.payload))
+        else:
+            self._queue(FrameType.PING, _ACK, 0, frame.payload[:8])
+
+    def _on_goaway(self, frame: Frame, events: list[Event]) -> None:
+        code, reason = f.decode_code_reason(frame.payload)
+        if code == ErrorCode.NO_ERROR and self.phase is _OPEN:
+            if not self.peer_draining:  # a repeated drain says nothing new
+                self.peer_draining = True
+                events.append(PeerDraining(reason))
+            return
+        self.phase = _CLOSED
+        self._streams.clear()
+        events.append(GoAwayReceived(code, reason))
 
     def _on_hello(self, frame: Frame, events: list[Event]) -> None:
         if self.role is not Role.RELAY or self.version is not None:
@@ -392,20 +402,20 @@ class Session:
             return
         head = RequestHead.decode(frame.payload)
         self._highest_peer_stream = sid
-        end = bool(frame.flags & Flag.END_STREAM)
+        end = bool(frame.flags & _END_STREAM)
         stream = _Stream(sid, self._peer_stream_window, self._local_stream_window)
         stream.state.on_receive(Action.HEAD_END if end else Action.HEAD)
         self._streams[sid] = stream
         events.append(StreamOpened(sid, head, end))
 
     def _on_response(self, frame: Frame, events: list[Event]) -> None:
-        if self.role is not Role.RELAY:
+        if self.role is not _RELAY:
             raise RemoteProtocolError("RESPONSE frames go from agent to relay")
         stream = self._peer_stream(frame.stream_id)
         if stream is None:
             return
         head = ResponseHead.decode(frame.payload)
-        end = bool(frame.flags & Flag.END_STREAM)
+        end = bool(frame.flags & _END_STREAM)
         self._advance_receive(stream, Action.HEAD_END if end else Action.HEAD)
         events.append(ResponseReceived(frame.stream_id, head, end))
         self._forget_if_closed(stream)
@@ -418,7 +428,7 @@ class Session:
             # Raced with our RESET: the bytes are dropped, the connection credit returned.
             self._credit_connection(n)
             return
-        end = bool(frame.flags & Flag.END_STREAM)
+        end = bool(frame.flags & _END_STREAM)
         self._advance_receive(stream, Action.DATA_END if end else Action.DATA)
         stream.recv_window.receive(n)
         events.append(DataReceived(frame.stream_id, frame.payload, end))
@@ -451,7 +461,7 @@ class Session:
         stream = self._streams.get(stream_id)
         if stream is not None:
             return stream
-        known = self._next_stream_id - 2 if self.role is Role.RELAY else self._highest_peer_stream
+        known = self._next_stream_id - 2 if self.role is _RELAY else self._highest_peer_stream
         if stream_id > known or stream_id % 2 == 0:
             raise RemoteProtocolError(f"frame for stream {stream_id}, which was never opened")
         return None
@@ -509,11 +519,11 @@ class Session:
             raise LocalProtocolError(f"only the {role.value} may {what}")
 
     def _require_open(self) -> None:
-        if self.phase is not Phase.OPEN:
+        if self.phase is not _OPEN:
             raise LocalProtocolError(f"session is {self.phase.value}, not open", ErrorCode.GOING_AWAY)
 
     def _require_peer_open(self, what: str) -> None:
-        if self.phase is not Phase.OPEN:
+        if self.phase is not _OPEN:
             raise RemoteProtocolError(f"{what} before the handshake completed")
 
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import time
 
 from aiohttp import web
+from yarl import URL
 
 from relay_protocol.errors import ErrorCode
 from relay_server import __version__
@@ -25,6 +26,9 @@ from relay_server.tokens import TokenStore
 from relay_server.tunnel import Tunnel
 
 log = logging.getLogger("relay_server")
+
+#: Host headers whose tunnel name ``Relay.dispatch`` remembers (the cache starts over when full).
+_MAX_CACHED_HOSTS = 1024
 
 CONNECT_PATH = "/_relay/connect"
 HEALTH_PATH = "/_relay/health"
@@ -74,12 +78,16 @@ class Relay:
         self._in_flight: dict[int, web.BaseRequest] = {}  # by id(): requests are not hashable
         self._idle = asyncio.Event()
         self._idle.set()
+        #: ``tunnel_name`` of each Host header seen lately (the same few arrive over and over).
+        self._names: dict[str, str | None] = {}
 
     def make_app(self) -> web.Application:
         """The aiohttp application serving agents, public traffic and health."""
         app = web.Application(client_max_size=0)
         app[RELAY_OBSERVER] = self.observer  # request-level limits report through it
-        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        every = _EveryPath()
+        app.router.register_resource(every)
+        every.add_route("*", self.dispatch)
         app.on_shutdown.append(self._on_shutdown)
         app.cleanup_ctx.append(self.agents.watch_tokens)  # revoked/expired tokens lose their tunnels
         if self.config.cluster:  # a fleet node: requests for other nodes' tunnels hop there
@@ -90,7 +98,13 @@ class Relay:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Route by Host: a tunnel's hostname goes to its agent, anything else to us."""
-        name = tunnel_name(request.host, self.config.domain)
+        host = request.host
+        try:
+            name = self._names[host]
+        except KeyError:
+            if len(self._names) >= _MAX_CACHED_HOSTS:  # Host is the caller's to choose: keep the cache bounded
+                self._names.clear()
+            name = self._names[host] = tunnel_name(host, self.config.domain)
         if name is not None:
             return await measured(request, name, self.config, self.observer, lambda: self._to_tunnel(request, name))
         path = request.path
@@ -217,6 +231,44 @@ class Relay:
         closed = self.close_tunnels()
         if closed:
             log.info("closed %d agent connection(s): relay shutting down", closed)
+
+
+class _EveryPath(web.Resource):
+    """The app's one resource: matches every path with no regex and no unquoting.
+
+    What ``add_route("*", "/{tail:.*}")`` does, minus the pattern match and the
+    ``tail`` it would capture (nothing reads it): Relay.dispatch routes by Host.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name=None)
+
+    @property
+    def canonical(self) -> str:
+        """Indexed at the root, which every path's walk up the tree reaches."""
+        return "/"
+
+    def _match(self, path: str) -> dict[str, str]:
+        return {}
+
+    def raw_match(self, path: str) -> bool:
+        """Whether ``path`` is this resource's pattern (for ``url_for`` lookups by name)."""
+        return path == "/"
+
+    def add_prefix(self, prefix: str) -> None:
+        """Never mounted under a prefix."""
+        raise NotImplementedError("the relay's catch-all resource takes no prefix")
+
+    def get_info(self) -> dict[str, str]:
+        """What aiohttp's introspection shows."""
+        return {"path": "/*"}
+
+    def url_for(self) -> URL:  # type: ignore[override]
+        """The root (the resource has no path of its own)."""
+        return URL.build(path="/")
+
+    def __repr__(self) -> str:
+        return "<_EveryPath: every path>"
 
 
 def _restarting(request: web.BaseRequest) -> web.Response:

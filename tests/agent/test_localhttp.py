@@ -328,3 +328,35 @@ async def test_leaving_an_unfinished_response_closes_its_connection(echo_origin:
     assert pool._idle == [] and not pool._busy
     assert await _read_all(pool, "GET", "/after", [("Host", "h")]) != (0, "", b"")
     await pool.close()
+
+
+async def test_an_https_local_server_is_verified_like_any_tls_server(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"tls {request.secure}")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    target = LocalTarget("https", "localhost", runner.addresses[0][1])
+    try:
+        trusting = ssl.create_default_context()
+        ca.configure_trust(trusting)
+        pool = LocalHttpPool(target, ssl_context=trusting)
+        assert await _read_all(pool, "GET", "/", [("Host", "localhost")]) == (200, "OK", b"tls True")
+        await pool.close()
+        strict = LocalHttpPool(target)  # the system's CAs do not know this one
+        with pytest.raises(LocalUnreachable, match="TLS handshake failed"):
+            await strict.request("GET", "/", [])
+        await strict.close()
+    finally:
+        await runner.cleanup()

@@ -95,7 +95,7 @@ class MuxStream:
         self.id = stream_id
         self.request = request
         #: Relay side: resolves to the agent's response head.
-        self.response: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
+        self.response: asyncio.Future[ResponseHead] = mux.loop().create_future()
         self._mux = mux
         self._chunks: deque[bytes] = deque()
         self._eof = False
@@ -127,7 +127,7 @@ class MuxStream:
                 raise self._error
             if self._eof:
                 return b""
-            self._reader = asyncio.get_running_loop().create_future()
+            self._reader = self._mux.loop().create_future()
             try:
                 await self._reader
             finally:
@@ -295,6 +295,7 @@ class Multiplexer:
         self.session = session
         self.transport = transport
         self._on_stream = on_stream
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._streams: dict[int, MuxStream] = {}
         self._blocked: set[MuxStream] = set()
         self._space_waiters: deque[asyncio.Future[None]] = deque()
@@ -310,6 +311,13 @@ class Multiplexer:
         self._drain_reason: str | None = None
         #: We ended the connection on purpose (``close``), as opposed to losing it.
         self.closed_locally = False
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, looked up once: each ``get_running_loop()`` costs a getpid() syscall on Python 3.11."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     @property
     def open_streams(self) -> int:

@@ -142,14 +142,14 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
     meter = meter_of(request)
     meter.stream_opened(stream.id)
     try:
-        # One timer handle instead of asyncio.timeout() (a context object, task bookkeeping
-        # and uncancel() per request): on expiry it resets the stream, which fails the wait.
-        deadline = _ResponseDeadline(stream)
-        timer = asyncio.get_running_loop().call_later(config.response_timeout, deadline.expire)
+        # The tunnel's one deadline timer, not asyncio.timeout() or a timer per request:
+        # on expiry it resets the stream (TIMEOUT), which fails the wait.
+        deadlines = tunnel.deadlines
+        deadlines.watch(stream, config.response_timeout)
         try:
             response_head = await stream.response
         except StreamError as exc:
-            if not deadline.expired:
+            if not deadlines.done(stream):
                 if guard is not None and guard.refusal is not None:
                     return refusal_response(request, guard.refusal)
                 return _stream_failed(request, tunnel, exc)
@@ -161,7 +161,7 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
                 f"The agent for {tunnel.name} did not answer within {config.response_timeout:g} seconds.",
             )
         finally:
-            timer.cancel()
+            deadlines.done(stream)
         if websocket and response_head.status == 101:
             bridged = True
             return await _bridge_websocket(request, stream, response_head)
@@ -173,21 +173,6 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
         # a websocket bridge frees its stream itself, once both closes have passed.
         if not bridged:
             stream.release(ErrorCode.CANCEL, "public client went away")
-
-
-class _ResponseDeadline:
-    """Fires when the agent took too long to send a response head: resets the stream (TIMEOUT)."""
-
-    __slots__ = ("expired", "stream")
-
-    def __init__(self, stream: MuxStream) -> None:
-        self.stream = stream
-        self.expired = False
-
-    def expire(self) -> None:
-        if not self.stream.response.done():
-            self.expired = True
-            self.stream.reset(ErrorCode.TIMEOUT, "no response in time")
 
 
 async def _write_response(

@@ -242,6 +242,8 @@ class MuxStream:
 
     def _discard_unread(self) -> None:
         """Drop bytes the application will never read, acknowledging them so the window refills."""
+        if not self._chunks and not self._unacked:
+            return  # the usual case: everything was read
         unread = self._unacked + sum(len(chunk) for chunk in self._chunks)
         self._chunks.clear()
         self._unacked = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from relay_protocol.errors import ErrorCode, RemoteProtocolError
 from relay_protocol.limits import FRAME_HEADER_SIZE, MAX_CONTROL_PAYLOAD, MAX_FRAME_PAYLOAD
@@ -113,6 +113,9 @@ def decode_u32(payload: bytes) -> int:
     return _U32.unpack(payload)[0]
 
 
+_DATA = FrameType.DATA  # read per frame: a global, not an Enum class attribute lookup
+
+
 class FrameDecoder:
     """Bytes in, whole frames out; keeps a partial frame until the rest arrives."""
 
@@ -138,36 +141,48 @@ class FrameDecoder:
         frames: list[Frame] = []
         offset = 0
         end = len(view)
+        unpack, rules, max_payload, data_type = _HEADER.unpack_from, _RULES, self._max_payload, _DATA
         try:
             while end - offset >= FRAME_HEADER_SIZE:
-                ftype, flags, stream_id, length = _HEADER.unpack_from(view, offset)
-                if length > self._max_payload:
-                    raise RemoteProtocolError(
-                        f"frame payload of {length} bytes exceeds the limit of {self._max_payload}",
-                        ErrorCode.FRAME_TOO_LARGE,
-                    )
-                rule = _RULES.get(ftype)
-                if rule is None:
-                    raise RemoteProtocolError(f"unknown frame type {ftype}")
+                ftype, flags, stream_id, length = unpack(view, offset)
+                rule = rules.get(ftype)
+                if rule is None or length > max_payload or stream_id > 0x7FFFFFFF:
+                    self._refuse_header(ftype, stream_id, length)
                 frame_type, on_stream, on_connection, small = rule
-                if stream_id > 0x7FFFFFFF:
-                    raise RemoteProtocolError(f"stream id {stream_id} uses the reserved high bit")
-                if stream_id == 0 and on_stream:
-                    raise RemoteProtocolError(f"{frame_type.name} frame must be sent on a stream")
-                if stream_id != 0 and on_connection:
-                    raise RemoteProtocolError(f"{frame_type.name} frame must be sent on stream 0")
-                if length > MAX_CONTROL_PAYLOAD and small:
-                    raise RemoteProtocolError(
-                        f"{frame_type.name} payload of {length} bytes exceeds {MAX_CONTROL_PAYLOAD}",
-                        ErrorCode.FRAME_TOO_LARGE,
-                    )
+                if (on_stream and stream_id == 0) or (on_connection and stream_id != 0) or (
+                    small and length > MAX_CONTROL_PAYLOAD
+                ):
+                    self._refuse_placement(frame_type, stream_id, length)
                 start = offset + FRAME_HEADER_SIZE
-                if end - start < length:
-                    break
                 stop = start + length
-                payload = view[start:stop] if frame_type is FrameType.DATA else data[start:stop]
+                if stop > end:
+                    break
+                payload = view[start:stop] if frame_type is data_type else data[start:stop]
                 frames.append(Frame(frame_type, flags & 0x3, stream_id, payload))
                 offset = stop
         finally:
             self._buffer = bytearray(data[offset:]) if offset < end else bytearray()
         return frames
+
+    def _refuse_header(self, ftype: int, stream_id: int, length: int) -> NoReturn:
+        """The header's own fields are wrong (checked in the order the peer is told about)."""
+        if length > self._max_payload:
+            raise RemoteProtocolError(
+                f"frame payload of {length} bytes exceeds the limit of {self._max_payload}",
+                ErrorCode.FRAME_TOO_LARGE,
+            )
+        if ftype not in _RULES:
+            raise RemoteProtocolError(f"unknown frame type {ftype}")
+        raise RemoteProtocolError(f"stream id {stream_id} uses the reserved high bit")
+
+    @staticmethod
+    def _refuse_placement(frame_type: FrameType, stream_id: int, length: int) -> NoReturn:
+        """A known frame on the wrong kind of stream, or a control payload too long."""
+        if stream_id == 0 and frame_type in STREAM_FRAMES:
+            raise RemoteProtocolError(f"{frame_type.name} frame must be sent on a stream")
+        if stream_id != 0 and frame_type in CONNECTION_FRAMES:
+            raise RemoteProtocolError(f"{frame_type.name} frame must be sent on stream 0")
+        raise RemoteProtocolError(
+            f"{frame_type.name} payload of {length} bytes exceeds {MAX_CONTROL_PAYLOAD}",
+            ErrorCode.FRAME_TOO_LARGE,
+        )

@@ -33,6 +33,8 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
     """Drop hop-by-hop headers and any header the Connection header names (a new list)."""
     pairs = headers if isinstance(headers, list) else list(headers)
     lowered = [name.lower() for name, _ in pairs]  # once per header: this runs on every head
+    if HOP_BY_HOP.isdisjoint(lowered):  # the usual case (Connection is hop-by-hop itself): a copy
+        return list(pairs)
     named: frozenset[str] | set[str] = HOP_BY_HOP
     if "connection" in lowered:
         named = HOP_BY_HOP | connection_tokens(pairs, lowered)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 import time
 
@@ -26,6 +27,9 @@ from relay_server.tokens import TokenStore
 from relay_server.tunnel import Tunnel
 
 log = logging.getLogger("relay_server")
+
+#: Net allocations between collections of the young generation while the relay serves (CPython: 700).
+GC_YOUNG_THRESHOLD = 10_000
 
 #: Host headers whose tunnel name ``Relay.dispatch`` remembers (the cache starts over when full).
 _MAX_CACHED_HOSTS = 1024
@@ -90,6 +94,7 @@ class Relay:
         every.add_route("*", self.dispatch)
         app.on_shutdown.append(self._on_shutdown)
         app.cleanup_ctx.append(self.agents.watch_tokens)  # revoked/expired tokens lose their tunnels
+        app.cleanup_ctx.append(_collector_tuned)
         if self.config.cluster:  # a fleet node: requests for other nodes' tunnels hop there
             from relay_server.fleet.hop import install_hop
 
@@ -144,24 +149,35 @@ class Relay:
         refusal = self._check_limits(request)
         if refusal is not None:
             return refusal
-        with self.counted_in_flight(request):
+        # counted_in_flight() spelled out: a generator context manager per request costs about 1 µs.
+        key = id(request)
+        self._in_flight[key] = request
+        self._idle.clear()
+        try:
             if isinstance(tunnel, Tunnel):
                 return await forward(request, tunnel, self.config)
             from relay_server.fleet.hop import forward_to_node  # a RemoteRoute: held by another fleet node
 
             return await forward_to_node(request, tunnel, self)
+        finally:
+            self._left(key)
 
     @contextmanager
     def counted_in_flight(self, request: web.BaseRequest) -> Iterator[None]:
         """Count ``request`` among the in-flight ones while it runs: a graceful stop waits for it, then cuts it."""
-        self._in_flight[id(request)] = request
+        key = id(request)
+        self._in_flight[key] = request
         self._idle.clear()
         try:
             yield
         finally:
-            self._in_flight.pop(id(request), None)
-            if not self._in_flight:
-                self._idle.set()
+            self._left(key)
+
+    def _left(self, key: int) -> None:
+        """An in-flight request ended; the last one out wakes a waiting graceful stop."""
+        self._in_flight.pop(key, None)
+        if not self._in_flight:
+            self._idle.set()
 
     def _check_limits(self, request: web.BaseRequest) -> web.Response | None:
         """414 / 431 for requests past the configured size limits (before they reach an agent)."""
@@ -231,6 +247,22 @@ class Relay:
         closed = self.close_tunnels()
         if closed:
             log.info("closed %d agent connection(s): relay shutting down", closed)
+
+
+async def _collector_tuned(app: web.Application) -> AsyncIterator[None]:
+    """aiohttp ``cleanup_ctx``: while the relay serves, collect young objects less often.
+
+    Each request allocates a few hundred tracked objects and frees nearly all by
+    reference counting; at CPython's default (a collection every 700 net
+    allocations) the young generation was scanned every ~70 requests, a few
+    percent of the relay's CPU.  The old threshold is back once the app stops.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 class _EveryPath(web.Resource):

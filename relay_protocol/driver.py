@@ -404,6 +404,7 @@ class Multiplexer:
             await transport.close()
 
     def _dispatch(self, event: Event) -> None:
+        # The events of every request first (data, the relay's responses), the rare ones last.
         if isinstance(event, DataReceived):
             stream = self._streams.get(event.stream_id)
             if stream is None:
@@ -411,6 +412,14 @@ class Multiplexer:
             else:
                 stream._feed(event.data, event.end_stream)
                 if event.end_stream:
+                    self._maybe_forget(event.stream_id)
+        elif isinstance(event, ResponseReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                if not stream.response.done():
+                    stream.response.set_result(event.head)
+                if event.end_stream:
+                    stream._feed(b"", True)
                     self._maybe_forget(event.stream_id)
         elif isinstance(event, WindowUpdated):
             if event.stream_id == 0:
@@ -427,14 +436,6 @@ class Multiplexer:
                 stream._eof = True
             if self._on_stream is not None:
                 self._on_stream(stream)
-        elif isinstance(event, ResponseReceived):
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                if not stream.response.done():
-                    stream.response.set_result(event.head)
-                if event.end_stream:
-                    stream._feed(b"", True)
-                    self._maybe_forget(event.stream_id)
         elif isinstance(event, StreamReset):
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:

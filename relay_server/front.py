@@ -60,9 +60,9 @@ def request_head(
     if config.is_trusted_proxy(peer):
         prior_for = request.headers.get("X-Forwarded-For")
         prior_proto = request.headers.get("X-Forwarded-Proto")
-        dropped = _HOP_AND_PRIOR_PROXY | drop
+        dropped = _HOP_AND_PRIOR_PROXY | drop if drop else _HOP_AND_PRIOR_PROXY
     else:
-        dropped = _HOP_AND_FORWARDED | drop
+        dropped = _HOP_AND_FORWARDED | drop if drop else _HOP_AND_FORWARDED
     if "connection" in lowered:  # and whatever the Connection header names
         dropped = dropped | connection_tokens(pairs, lowered)
     headers = [pair for lname, pair in zip(lowered, pairs) if lname not in dropped]

@@ -313,9 +313,13 @@ class _Connection(asyncio.Protocol):
             pass
 
     @property
-    def answered(self) -> bool:
-        """A final response head has arrived."""
-        return self._response is not None
+    def refused_body(self) -> bool:
+        """A final answer of 300 or more came before the body went: the server does not want it.
+
+        curl's rule: a 2xx answer (a server streaming its reply while it reads,
+        as an echo does) still gets the body; a refusal or redirect does not.
+        """
+        return self._response is not None and self._response.status >= 300
 
     def settled(self) -> bool:
         """The response arrived whole and the connection may carry another request."""
@@ -518,8 +522,8 @@ class LocalExchange:
         assert transport is not None
         if expect:
             await conn.wait_for_continue(EXPECT_CONTINUE_WAIT)
-            if conn.answered or conn.closed:
-                conn.reusable = False  # answered without the body: its bytes never went
+            if conn.refused_body or conn.closed:
+                conn.reusable = False  # the declared body never went: the connection cannot carry another request
                 return
         async for chunk in body:
             if conn.closed:

@@ -259,6 +259,27 @@ async def test_a_final_answer_before_100_continue_skips_the_body_and_closes_the_
     await pool.close()
 
 
+async def test_a_2xx_answer_before_the_body_still_gets_the_body_as_an_echo_needs(scripted):
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await _head_of(reader)
+            path = head[0].split()[1]
+            # /both: 100 and the final head in one segment; /direct: the final head with no 100.
+            interim = b"HTTP/1.1 100 Continue\r\n\r\n" if path == "/both" else b""
+            writer.write(interim + b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            await writer.drain()
+            data = await reader.readexactly(4)
+            writer.write(b"4\r\n" + data + b"\r\n0\r\n\r\n")
+            await writer.drain()
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    headers = [("Expect", "100-continue"), ("Content-Length", "4")]
+    assert await _read_all(pool, "POST", "/both", headers, _chunks(b"ping")) == (200, "OK", b"ping")
+    assert await _read_all(pool, "POST", "/direct", headers, _chunks(b"pong")) == (200, "OK", b"pong")
+    await pool.close()
+
+
 async def test_a_stale_keep_alive_connection_is_retried_once_for_an_idempotent_request(scripted):
     connections = 0
 

@@ -221,6 +221,16 @@ async def report(request: web.Request) -> web.StreamResponse:
     return web.json_response(STATE.get(request.query.get("id", ""), {}))
 
 
+async def echo(request: web.Request) -> web.StreamResponse:
+    """Full duplex: the response starts at once and each request chunk comes back as it arrives."""
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await response.prepare(request)
+    async for chunk in request.content.iter_any():
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
 ROUTES = {
     "ws": websocket_echo,
     "ws-refuse": websocket_refuse,
@@ -230,6 +240,7 @@ ROUTES = {
     "hold": hold,
     "cut": cut,
     "state": report,
+    "echo": echo,
 }
 
 

@@ -67,6 +67,7 @@ _ACK = int(Flag.ACK)
 _OPEN = Phase.OPEN
 _CLOSED = Phase.CLOSED
 _RELAY = Role.RELAY
+_HALF_ENDED = Half.ENDED
 
 
 class _Stream:
@@ -486,8 +487,9 @@ class Session:
             raise RemoteProtocolError(str(exc), exc.code) from None
 
     def _forget_if_closed(self, stream: _Stream) -> None:
-        if stream.state.closed:
-            sid = stream.state.stream_id
+        state = stream.state
+        if state.send is _HALF_ENDED and state.recv is _HALF_ENDED:  # state.closed, without the property call
+            sid = state.stream_id
             del self._streams[sid]
             if stream.recv_window.unconsumed:
                 self._draining[sid] = stream.recv_window.unconsumed

@@ -151,8 +151,9 @@ class Relay:
             return refusal
         # counted_in_flight() spelled out: a generator context manager per request costs about 1 µs.
         key = id(request)
+        if not self._in_flight:  # _idle is set exactly while nothing is in flight
+            self._idle.clear()
         self._in_flight[key] = request
-        self._idle.clear()
         try:
             if isinstance(tunnel, Tunnel):
                 return await forward(request, tunnel, self.config)
@@ -166,8 +167,9 @@ class Relay:
     def counted_in_flight(self, request: web.BaseRequest) -> Iterator[None]:
         """Count ``request`` among the in-flight ones while it runs: a graceful stop waits for it, then cuts it."""
         key = id(request)
+        if not self._in_flight:  # _idle is set exactly while nothing is in flight
+            self._idle.clear()
         self._in_flight[key] = request
-        self._idle.clear()
         try:
             yield
         finally:

@@ -26,6 +26,7 @@ import httptools
 from relay_client.resolver import is_localhost
 from relay_client.target import LocalTarget
 from relay_protocol.httpheaders import decode_raw_headers
+from relay_protocol.limits import MAX_HEAD_SIZE, MAX_HEADER_COUNT
 
 #: Connections kept open to the local server (requests past this wait for one).
 LOCAL_CONNECTION_LIMIT = 256
@@ -161,6 +162,9 @@ class _Connection(asyncio.Protocol):
         self._got_bytes = False
         self._reason: list[bytes] = []
         self._raw: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        #: Why the response head was refused while parsing (a callback cannot raise through llhttp).
+        self._refusal: str | None = None
         self._paused_reading = False
         self._drain: asyncio.Future[None] | None = None
         self._paused_writing = False
@@ -184,7 +188,13 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             pass  # a 101 answer: the head is complete; the connection is not reused
         except httptools.HttpParserError as exc:
-            self._broken(f"the local server sent an invalid response: {exc}")
+            self._broken(self._refusal or f"the local server sent an invalid response: {exc}")
+            return
+        if self._response is None:
+            # llhttp sets no limit and keeps a header's pieces until it ends: bound the head here.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_SIZE:
+                self._broken(f"the local server's response head is larger than {MAX_HEAD_SIZE} bytes")
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost settles the response
@@ -236,7 +246,12 @@ class _Connection(asyncio.Protocol):
         self._reason.append(status)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._response is not None:
+            return  # a trailer of a chunked body: not relayed
         self._raw.append((name, value))
+        if len(self._raw) > MAX_HEADER_COUNT:
+            self._refusal = f"the local server's response has more than {MAX_HEADER_COUNT} headers"
+            raise ValueError(self._refusal)  # llhttp stops; data_received reports the refusal
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -248,6 +263,7 @@ class _Connection(asyncio.Protocol):
                 self._continue.set_result(None)
             self._reason.clear()
             self._raw.clear()
+            self._head_bytes = 0
             return
         response = LocalResponse(self)
         response.status = status
@@ -288,6 +304,10 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self._response = None
+        self._reason.clear()
+        self._raw.clear()
+        self._head_bytes = 0
+        self._refusal = None
         self._head_only = head_only
         self._until_eof = False
         self._got_bytes = False

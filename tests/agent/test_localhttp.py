@@ -328,6 +328,48 @@ async def test_broken_responses_fail_with_a_clear_error(scripted):
     await pool.close()
 
 
+async def test_a_huge_response_head_is_refused_without_buffering_it(scripted):
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await _head_of(reader)
+        if head[0].split()[1] == "/many":
+            writer.write(b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 600)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
+            for _ in range(64):  # 4 MiB of one header value, never ended
+                writer.write(b"v" * 65536)
+                await writer.drain()
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    with pytest.raises(LocalServerError, match="larger than 262144 bytes"):
+        await _read_all(pool, "GET", "/big", [])
+    with pytest.raises(LocalServerError, match="more than 500 headers"):
+        await _read_all(pool, "GET", "/many", [])
+    await pool.close()
+
+
+async def test_trailers_are_dropped_and_do_not_leak_into_the_next_response(scripted):
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _head_of(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-Trailer: t\r\n\r\n")
+        await _head_of(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    async with await pool.request("GET", "/1", []) as response:
+        assert response.headers == [("Transfer-Encoding", "chunked")]
+        assert await response.read() == b"hi"
+    async with await pool.request("GET", "/2", []) as response:
+        assert response.headers == [("Content-Length", "2")]
+        assert await response.read() == b"ok"
+    await pool.close()
+
+
 async def test_a_line_break_in_a_header_never_reaches_the_wire(scripted):
     received: list[bytes] = []
 

@@ -65,3 +65,87 @@ def test_request_counts_stay_exact_with_the_cached_labelled_counters(monkeypatch
     assert _count(metrics, "2xx", "other") == 5
     assert len(metrics._request_counters) == 2
     assert metrics.registry.get_sample_value("relay_bytes_out_total") == 20 * 12
+
+
+# ---------------------------------------------------------------- heads, deadlines, routing
+
+
+def test_heads_are_the_bytes_json_dumps_gives_for_any_text() -> None:
+    import json
+    import random
+
+    from relay_protocol.heads import RequestHead, ResponseHead
+
+    alphabet = ["a", '"', "\\", "\n", "\r", "\x00", "\x1f", "\x7f", "é", "☃", "\U0001f600", "\u2028", " ", "\t"]
+    rnd = random.Random(7)
+
+    def text() -> str:
+        return "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 6)))
+
+    def dumps(obj: dict) -> bytes:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+    for _ in range(500):
+        headers = [(text(), text()) for _ in range(rnd.randint(0, 3))]
+        flat = [part for pair in headers for part in pair]
+        upgrade = rnd.choice(["", "websocket"])
+        request = RequestHead(text(), text(), headers, text(), upgrade)
+        expected = {"m": request.method, "t": request.target, "h": flat, "r": request.remote_addr}
+        if upgrade:
+            expected["u"] = upgrade
+        assert request.encode() == dumps(expected)
+        response = ResponseHead(rnd.randint(100, 999), text(), headers)
+        assert response.encode() == dumps({"s": response.status, "r": response.reason, "h": flat})
+
+
+def test_heads_with_whitespace_or_a_bom_around_the_json_still_decode_as_json_loads_would() -> None:
+    from relay_protocol.heads import ResponseHead
+
+    assert ResponseHead.decode(b' {"s": 200, "h": ["A", "1"]} \n') == ResponseHead(200, "", [("A", "1")])
+    assert ResponseHead.decode('\ufeff{"s":204,"h":[]}'.encode("utf-8")) == ResponseHead(204, "", [])
+
+
+async def test_a_response_deadline_resets_only_the_overdue_stream_and_says_so_once() -> None:
+    import asyncio
+
+    from relay_protocol.driver import StreamError
+    from relay_protocol.errors import ErrorCode
+    from relay_server.tunnel import ResponseDeadlines
+
+    class Stream:
+        def __init__(self) -> None:
+            self.response: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self.resets: list[ErrorCode] = []
+
+        def reset(self, code: ErrorCode, reason: str) -> None:
+            self.resets.append(code)
+            self.response.set_exception(StreamError(code, reason))
+            self.response.exception()
+
+    deadlines = ResponseDeadlines()
+    slow, quick, answered = Stream(), Stream(), Stream()
+    deadlines.watch(slow, 0.2)  # type: ignore[arg-type]
+    deadlines.watch(quick, 0.05)  # type: ignore[arg-type]  # shorter than the armed timer: re-armed earlier
+    deadlines.watch(answered, 0.05)  # type: ignore[arg-type]
+    answered.response.set_result(200)
+    assert deadlines.done(answered) is False  # type: ignore[arg-type]
+    await asyncio.sleep(0.12)
+    assert quick.resets == [ErrorCode.TIMEOUT] and slow.resets == [] and answered.resets == []
+    await asyncio.sleep(0.2)
+    assert slow.resets == [ErrorCode.TIMEOUT]
+    assert deadlines.done(slow) is True and deadlines.done(slow) is False  # type: ignore[arg-type]
+    assert deadlines.done(quick) is True  # type: ignore[arg-type]
+
+
+async def test_the_catch_all_resource_routes_every_path_to_the_relay(tmp_path) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from relay_server.app import Relay
+    from relay_server.config import RelayConfig
+
+    relay = Relay(RelayConfig(domain="example.test", open=True, data_dir=tmp_path))
+    app = relay.make_app()
+    app.freeze()
+    for path in ("/", "/a/b/c?x=1", "/_relay/health", "*"):
+        match = await app.router.resolve(make_mocked_request("GET", path, app=app))
+        assert match.handler == relay.dispatch, path

@@ -8,8 +8,22 @@ local request; ``reconnect`` holds the backoff policy; ``api`` is the library
 face (``relay_client.Tunnel``).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from relay_client.api import Tunnel  # noqa: E402  (needs __version__ above)
+if TYPE_CHECKING:
+    from relay_client.api import Tunnel
 
 __all__ = ["Tunnel", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """``relay_client.Tunnel`` loads the agent on first use: the CLI's own imports stay light."""
+    if name == "Tunnel":
+        from relay_client.api import Tunnel
+
+        return Tunnel
+    raise AttributeError(f"module 'relay_client' has no attribute {name!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import aiohttp
 import logging
@@ -15,48 +14,13 @@ from dataclasses import dataclass, field
 
 from relay_client.connection import AgentConnection, open_connection
 from relay_client.errors import AgentError, FatalError, RelayBusyError, RetryableError
-from relay_client.exchange import DEFAULT_CAPTURE_LIMIT, Observer
+from relay_client.exchange import Observer
 from relay_client.forwarder import Forwarder, make_local_session
 from relay_client.reconnect import Backoff
+from relay_client.settings import AgentConfig
 from relay_client.resolver import LoopbackResolver
-from relay_client.target import LocalTarget
 
 log = logging.getLogger("relay_client")
-
-#: Seconds requests in flight get to finish after Ctrl-C / SIGTERM before the agent cuts them off.
-SHUTDOWN_GRACE = 10.0
-
-
-@dataclass(slots=True)
-class AgentConfig:
-    """What the agent was told to do."""
-
-    target: LocalTarget
-    servers: list[str]
-    token: str | None = None
-    subdomain: str | None = None
-    cacert: str | None = None
-    #: "preserve", "rewrite" (to the local host:port) or a literal Host value.
-    host_header: str = "preserve"
-    capture_limit: int = DEFAULT_CAPTURE_LIMIT
-    rewrite_urls: bool = False
-    cors: bool = False
-    #: "user:password" the relay demands from public callers (sent to it hashed).
-    basic_auth: str | None = None
-    #: CIDRs of public callers the relay lets through (empty: anyone).
-    allow_ip: list[str] = field(default_factory=list)
-    #: Seconds ``stop()`` lets requests in flight finish before cutting them off.
-    shutdown_grace: float = SHUTDOWN_GRACE
-
-    def relay_options(self) -> dict:
-        """Access rules for the relay to enforce, as HELLO options."""
-        options: dict = {}
-        if self.basic_auth is not None:
-            options["basic_auth"] = hashlib.sha256(self.basic_auth.encode("utf-8")).hexdigest()
-        if self.allow_ip:
-            options["allow_ip"] = list(self.allow_ip)
-        return options
-
 
 @dataclass(slots=True)
 class TunnelState:

@@ -14,8 +14,8 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from relay_client.agent import Agent, AgentConfig
 from relay_client.console import ConsoleLog
+from relay_client.settings import AgentConfig
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ def run_agent(spec: RunSpec) -> None:
 
         recorder = Recorder()
         observers.append(recorder)
+    from relay_client.agent import Agent  # here, not at the top: the option parser imports this module too
+
     agent = Agent(spec.config, on_ready=announce, on_lost=console.tunnel_down, observers=observers)
 
     async def main() -> None:

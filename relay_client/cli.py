@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from relay_client import __version__
-from relay_client.agent import SHUTDOWN_GRACE, AgentConfig
+from relay_client.settings import SHUTDOWN_GRACE, AgentConfig
 from relay_client.agent_main import RunSpec, configure_logging, run_agent
 from relay_client.check import register as register_check
 from relay_client.inspector.address import DEFAULT_INSPECT_HOST, DEFAULT_INSPECT_PORT, parse_inspect_addr

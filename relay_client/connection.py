@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from relay_client import __version__
 from relay_client.errors import AgentError, AuthError, FatalError, NameError_, RelayBusyError, RetryableError
-from relay_client.resolver import is_localhost
+from relay_client.target import is_localhost
 from relay_client.ws_transport import WebsocketsTransport
 from relay_protocol.driver import Multiplexer, MuxStream
 from relay_protocol.errors import ErrorCode

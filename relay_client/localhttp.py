@@ -23,8 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import httptools
 
-from relay_client.resolver import is_localhost
-from relay_client.target import LocalTarget
+from relay_client.target import LocalTarget, is_localhost
 from relay_protocol.httpheaders import decode_raw_headers
 from relay_protocol.limits import MAX_HEAD_SIZE, MAX_HEADER_COUNT
 

@@ -13,11 +13,7 @@ from typing import Any
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-
-def is_localhost(host: str) -> bool:
-    """``localhost`` or a name under it."""
-    host = host.lower().rstrip(".")
-    return host == "localhost" or host.endswith(".localhost")
+from relay_client.target import is_localhost
 
 
 class LoopbackResolver(AbstractResolver):

@@ -6,6 +6,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 
+def is_localhost(host: str) -> bool:
+    """``localhost`` or a name under it (RFC 6761: always loopback)."""
+    host = host.lower().rstrip(".")
+    return host == "localhost" or host.endswith(".localhost")
+
+
 class TargetError(ValueError):
     """PORT_OR_URL cannot be understood; the message says what is accepted."""
 

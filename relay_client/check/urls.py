@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-from relay_client.resolver import is_localhost
+from relay_client.target import is_localhost
 
 
 class UrlError(ValueError):

@@ -95,6 +95,7 @@ class LocalResponse:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered = 0
+        self._conn.resume_reading()
         return data
 
     async def read(self) -> bytes:
@@ -354,6 +355,7 @@ class _Connection(asyncio.Protocol):
 
     def rest(self) -> None:
         """Back in the pool: forget the finished exchange, remember when it ended."""
+        self.resume_reading()  # an idle connection must notice the server closing it
         self.used = True
         self.idle_since = time.monotonic()
         self._parser = None

@@ -172,6 +172,27 @@ async def test_a_large_body_is_read_only_as_fast_as_it_is_consumed(echo_origin: 
     assert total >= 256 * 65536 - READ_HIGH_WATER - 256 * 1024
 
 
+async def test_a_connection_paused_by_a_large_whole_response_reads_again_when_reused(scripted):
+    body = b"z" * (READ_HIGH_WATER + 50_000)  # more than the high-water mark, sent in one go
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _head_of(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    target = await scripted(script)
+    pool = LocalHttpPool(target)
+    for _ in range(4):  # the forwarder's fast path: wait until complete, take everything at once
+        exchange = await asyncio.wait_for(pool.request("GET", "/", []), 5)
+        async with exchange as response:
+            while not response.complete:
+                await asyncio.sleep(0.01)
+            assert response.take_all() == body
+    assert len(pool._idle) == 1
+    await pool.close()
+
+
 async def test_bodies_delimited_by_length_chunks_or_the_connections_end(scripted):
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:

@@ -88,10 +88,11 @@ def run_agent(spec: RunSpec) -> None:
             if inspector is not None:
                 await inspector.stop()
 
-    from relay_protocol.eventloop import run
+    from relay_protocol.eventloop import fewer_young_collections, run
 
     try:
-        run(main())
+        with fewer_young_collections():  # the CLI's process only: a library user's collector is theirs
+            run(main())
     except KeyboardInterrupt:
         pass
 

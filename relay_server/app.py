@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-import time
 
 from aiohttp import web
 from yarl import URL
 
 from relay_protocol.errors import ErrorCode
+from relay_protocol.eventloop import fewer_young_collections
 from relay_server import __version__
 from relay_server.agent_endpoint import AgentEndpoint
 from relay_server.config import RelayConfig
@@ -27,9 +27,6 @@ from relay_server.tokens import TokenStore
 from relay_server.tunnel import Tunnel
 
 log = logging.getLogger("relay_server")
-
-#: Net allocations between collections of the young generation while the relay serves (CPython: 700).
-GC_YOUNG_THRESHOLD = 10_000
 
 #: Host headers whose tunnel name ``Relay.dispatch`` remembers (the cache starts over when full).
 _MAX_CACHED_HOSTS = 1024
@@ -252,19 +249,9 @@ class Relay:
 
 
 async def _collector_tuned(app: web.Application) -> AsyncIterator[None]:
-    """aiohttp ``cleanup_ctx``: while the relay serves, collect young objects less often.
-
-    Each request allocates a few hundred tracked objects and frees nearly all by
-    reference counting; at CPython's default (a collection every 700 net
-    allocations) the young generation was scanned every ~70 requests, a few
-    percent of the relay's CPU.  The old threshold is back once the app stops.
-    """
-    before = gc.get_threshold()
-    gc.set_threshold(max(GC_YOUNG_THRESHOLD, before[0]), *before[1:])
-    try:
+    """aiohttp ``cleanup_ctx``: the young generation is collected less often while the relay serves."""
+    with fewer_young_collections():
         yield
-    finally:
-        gc.set_threshold(*before)
 
 
 class _EveryPath(web.Resource):

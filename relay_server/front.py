@@ -32,9 +32,10 @@ from relay_protocol.httpheaders import (
 )
 from relay_protocol.wsbridge import bridge
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
+from relay_server.access import client_address
 from relay_server.config import RelayConfig
-from relay_server.metering import RequestMeter, meter_of
 from relay_server.integrity import ambiguous_target, origin_form
+from relay_server.metering import RequestMeter, meter_of
 from relay_server.pages import error_response
 from relay_server.publiclimits import BodyGuard, BodyRefused, observer_of, refusal_response
 from relay_server.tunnel import Tunnel
@@ -109,7 +110,8 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
     has_body = request.body_exists and not websocket
     guard: BodyGuard | None = None
     if request.body_exists:  # no body (most requests): nothing to guard, nothing declared too large
-        guard = BodyGuard(config, observer_of(request), tunnel.name, request.remote)
+        # The caller as the meter names it (behind a trusted proxy, not the proxy's address).
+        guard = BodyGuard(config, observer_of(request), tunnel.name, client_address(request, config))
         too_large = guard.declared_too_large(request.content_length)
         if too_large is not None:
             return refusal_response(request, too_large)

@@ -50,6 +50,8 @@ def stack(module_processes: ProcessGroup, tmp_path_factory: pytest.TempPathFacto
             "--header-timeout", str(HEADER_TIMEOUT),
             "--body-timeout", str(BODY_TIMEOUT),
             "--max-body-bytes", str(MAX_BODY_BYTES),
+            "--trusted-proxy", "127.0.0.1/32",  # the tests' own address: X-Forwarded-For names the caller
+            "--log-format", "json",  # limit hits are events of their own there
         ),
         expect_paste_line=False,
     )
@@ -204,6 +206,22 @@ async def test_a_declared_content_length_over_the_limit_gets_413_before_reaching
     assert response.get("X-Relay-Error") == "body-too-large"
     assert await origin_record(origin, ident) is None, "the refused request reached the local server"
     await relay_still_serves(relay.port, agent.host)
+
+
+async def test_a_body_limit_hit_names_the_caller_behind_a_trusted_proxy_not_the_proxy(
+    stack: tuple[Relay, Agent, Origin],
+) -> None:
+    relay, agent, _ = stack
+    body = b"z" * (MAX_BODY_BYTES + 1)
+    caller = "198.51.100.7"  # only a header value: nothing is sent there
+    headers = [("Content-Length", str(len(body))), ("X-Forwarded-For", caller)]
+    seen = len(relay.process.lines["stderr"])  # earlier tests hit this limit from 127.0.0.1 themselves
+    response = await raw_request(relay.port, build_request("POST", "/upload", agent.host, headers, body))
+    assert response.status == 413, (response.status, response.body[:300])
+    line = relay.process.wait_for_line(r'"event": "limit_hit".*"limit": "max_body_bytes"', stream="stderr", timeout=5, after=seen)
+    event = json.loads(line.string)
+    assert event["remote"] == caller, event  # not the proxy's address (127.0.0.1)
+    assert event["tunnel"] == "guarded"
 
 
 async def test_a_body_at_the_limit_passes_whole(stack: tuple[Relay, Agent, Origin]) -> None:

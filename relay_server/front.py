@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -205,19 +205,41 @@ async def _write_response(
                 return response
             await response.write(body)
             meter.sent(size)
-        while chunk := await stream.read():
-            await response.write(chunk)
-            meter.sent(len(chunk))
-        await response.write_eof()
-    except StreamError as exc:
-        # The body broke off: end the connection without a proper end, so the
-        # caller sees an incomplete response rather than a short one.
-        log.info("tunnel %s: response body cut off (%s)", tunnel, exc)
-        meter.failed(f"response body cut off: {exc}")
-        abort_connection(request)
+        await copy_body(request, response, stream.read, (StreamError,), meter, f"tunnel {tunnel}")
     except ConnectionError:
         meter.failed("public client went away")  # the caller's finally resets the stream
     return response
+
+
+async def copy_body(
+    request: web.BaseRequest,
+    response: web.StreamResponse,
+    read: Callable[[], Awaitable[bytes]],
+    broken: tuple[type[BaseException], ...],
+    meter: RequestMeter,
+    source: str,
+) -> bool:
+    """Write the body ``read`` yields (b"" at its end) to a prepared response; True if it ended properly.
+
+    If reading fails with one of ``broken``, the body broke off upstream: the
+    caller's connection is cut without a proper end, so the caller sees an
+    incomplete response, never a short one.  A caller who went away raises
+    ConnectionError from the writes, for the caller of this to note.
+    """
+    while True:
+        try:
+            chunk = await read()
+        except broken as exc:
+            log.info("%s: response body cut off (%s)", source, exc)
+            meter.failed(f"response body cut off: {exc}")
+            abort_connection(request)
+            return False
+        if not chunk:
+            break
+        await response.write(chunk)
+        meter.sent(len(chunk))
+    await response.write_eof()
+    return True
 
 
 class RelayedResponse(web.StreamResponse):

@@ -35,12 +35,12 @@ from relay_protocol.httpheaders import (
 )
 from relay_protocol.wsmessages import MAX_WS_MESSAGE
 from relay_server.config import RelayConfig
-from relay_server.front import RelayedResponse, abort_connection, request_head, run_past_cancellation
+from relay_server.fleet.proof import AUTH_HEADER, HOP_HEADER, NODE_HEADERS, ClusterProof
+from relay_server.fleet.route import RemoteRoute
+from relay_server.front import RelayedResponse, copy_body, request_head, run_past_cancellation
 from relay_server.integrity import ambiguous_target, origin_form
 from relay_server.metering import meter_of
 from relay_server.pages import error_response
-from relay_server.fleet.proof import AUTH_HEADER, HOP_HEADER, NODE_HEADERS, ClusterProof
-from relay_server.fleet.route import RemoteRoute
 
 log = logging.getLogger("relay_server.fleet.hop")
 
@@ -143,21 +143,14 @@ class NodeHop:
             try:
                 await response.prepare(request)
                 meter.head_sent(response)
-                while True:
-                    try:
-                        chunk = await upstream.content.readany()
-                    except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
-                        # The owner's body broke off: so does ours (an incomplete body, never a short one).
-                        log.info("hop to node %s: response body for %s cut off (%s)", route.node_id, route.name, exc)
-                        meter.failed(f"response body cut off: {exc}")
-                        abort_connection(request)
-                        return response
-                    if not chunk:
-                        break
-                    await response.write(chunk)
-                    meter.sent(len(chunk))
-                await response.write_eof()
-                finished = True
+                finished = await copy_body(
+                    request,
+                    response,
+                    upstream.content.readany,
+                    (aiohttp.ClientError, OSError, asyncio.IncompleteReadError),
+                    meter,
+                    f"hop to node {route.node_id} for {route.name}",
+                )
             except ConnectionError:
                 meter.failed("public client went away")
             return response

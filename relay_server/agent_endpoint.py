@@ -32,7 +32,7 @@ from relay_server.observer import RelayObserver
 from relay_server.ratelimit import FailureLimiter, retry_after_header
 from relay_server.registry import NameTaken, Owner, TunnelRegistry
 from relay_server.token_watch import TokenWatcher
-from relay_server.tokens import TokenRecord, TokenStore, TokenStoreError
+from relay_server.tokens import TokenRecord, TokenStore, TokenStoreError, bearer_token
 from relay_server.tunnel import Tunnel
 from relay_server.ws_transport import AiohttpTransport
 
@@ -158,14 +158,14 @@ class AgentEndpoint:
 
     def _authenticate(self, request: web.BaseRequest) -> TokenRecord | None:
         header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
         if not header:
             if self.config.open:
                 return None
             raise Unauthorized("missing", "this relay requires a token: pass --token or set RELAY_TOKEN")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(header)
+        if token is None:
             raise Unauthorized("malformed", "malformed Authorization header: expected 'Bearer <token>'")
-        record = self.tokens.find(token.strip())
+        record = self.tokens.find(token)
         if record is None:
             raise Unauthorized("unknown", "token rejected: unknown or revoked")
         if record.expired():

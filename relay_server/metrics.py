@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from relay_server.access import client_address
 from relay_server.config import RelayConfig
 from relay_server.observer import RelayObserver, RequestRecord, find_observer
-from relay_server.tokens import TokenStoreError
+from relay_server.tokens import TokenStoreError, bearer_token
 
 METRICS_PATH = "/_relay/metrics"
 
@@ -185,17 +185,11 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def _bearer(request: web.BaseRequest) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
 def may_read_metrics(request: web.BaseRequest, config: RelayConfig, tokens: Any) -> bool:
     """Loopback callers (by socket, or as forwarded by a trusted proxy) and admin tokens may."""
     if _is_loopback(client_address(request, config)):
         return True
-    token = _bearer(request)
+    token = bearer_token(request.headers.get("Authorization", ""))
     if token is None:
         return False
     try:

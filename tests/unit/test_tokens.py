@@ -15,6 +15,7 @@ from relay_server.tokens import (
     TOKEN_PREFIX,
     TokenStore,
     TokenStoreError,
+    bearer_token,
     format_time,
     hash_token,
     parse_expiry,
@@ -292,3 +293,18 @@ def test_get_follows_revocation_by_another_process(tmp_path):
     cli.revoke(record.id)
     assert relay.get(record.id) is None
     assert relay.stamp() != before
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer lr_abc", "lr_abc"),
+        ("bearer   lr_abc  ", "lr_abc"),
+        ("Basic dXNlcjpwYXNz", None),
+        ("Bearer", None),
+        ("Bearer    ", None),
+        ("", None),
+    ],
+)
+def test_bearer_token_takes_only_a_bearer_scheme_with_a_token(header: str, token: str | None) -> None:
+    assert bearer_token(header) == token

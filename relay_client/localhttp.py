@@ -105,7 +105,7 @@ class LocalResponse:
                 raise self._error
             if self._done:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._conn.loop.create_future()
             try:
                 await self._waiter
             finally:
@@ -146,8 +146,10 @@ class LocalResponse:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses one response at a time."""
 
-    def __init__(self, pool: LocalHttpPool) -> None:
+    def __init__(self, pool: LocalHttpPool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
+        #: Kept: each ``get_running_loop()`` costs a getpid() syscall on Python 3.11.
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reusable = True
@@ -301,7 +303,7 @@ class _Connection(asyncio.Protocol):
 
     # -- used by the pool
     def begin(self, head_only: bool, expect_continue: bool) -> asyncio.Future[LocalResponse]:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._parser = httptools.HttpResponseParser(self)
         self._response = None
         self._reason.clear()
@@ -317,7 +319,7 @@ class _Connection(asyncio.Protocol):
 
     async def drain(self) -> None:
         if self._paused_writing and not self.closed:
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = self.loop.create_future()
             try:
                 await self._drain
             finally:
@@ -465,7 +467,7 @@ class LocalHttpPool:
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     _transport, conn = await loop.create_connection(
-                        lambda: _Connection(self), host, target.port, ssl=self._ssl, server_hostname=server_hostname
+                        lambda: _Connection(self, loop), host, target.port, ssl=self._ssl, server_hostname=server_hostname
                     )
                 return conn
             except TimeoutError:
@@ -532,7 +534,7 @@ class LocalExchange:
             raise _Retry()
         conn.transport.write(head)
         if body is not None:
-            self._upload = asyncio.ensure_future(self._send_body(body, chunked, expect))
+            self._upload = conn.loop.create_task(self._send_body(body, chunked, expect))
             # A failed upload (the local server closed mid-body) shows as the response's error.
             self._upload.add_done_callback(_ignore_result)
         self.response = await head_ready

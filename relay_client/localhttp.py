@@ -30,6 +30,10 @@ from relay_protocol.limits import MAX_HEAD_SIZE, MAX_HEADER_COUNT
 #: Connections kept open to the local server (requests past this wait for one).
 LOCAL_CONNECTION_LIMIT = 256
 
+#: How long a request waits for a free connection when all are busy (long responses
+#: such as SSE hold one each) before it fails with a message that says so.
+CONNECTION_WAIT = 30.0
+
 #: A pooled connection idle longer than this is closed instead of reused
 #: (servers drop idle keep-alive connections; aiohttp's client uses 15 s too).
 KEEPALIVE_IDLE = 15.0
@@ -394,9 +398,12 @@ class LocalHttpPool:
         limit: int = LOCAL_CONNECTION_LIMIT,
         connect_timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        connection_wait: float = CONNECTION_WAIT,
     ) -> None:
         self.target = target
         self.connect_timeout = connect_timeout
+        self.limit = limit
+        self.connection_wait = connection_wait
         self._ssl: ssl.SSLContext | None = None
         if target.scheme == "https":
             self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
@@ -417,7 +424,7 @@ class LocalHttpPool:
         """Send a request and wait for the response head; use the result with ``async with``."""
         head, chunked = _request_head(method, target, headers, self.host_port, body is not None)
         expect = body is not None and _expects_continue(headers)
-        await self._slots.acquire()
+        await self._free_slot()
         try:
             retried = False
             while True:
@@ -443,6 +450,19 @@ class LocalHttpPool:
         except BaseException:
             self._slots.release()
             raise
+
+    async def _free_slot(self) -> None:
+        slots = self._slots
+        if not slots.locked():
+            await slots.acquire()  # free: no wait, no timer
+            return
+        try:
+            await asyncio.wait_for(slots.acquire(), self.connection_wait)
+        except TimeoutError:
+            raise LocalServerError(
+                f"all {self.limit} connections to the local server stayed busy for {self.connection_wait:g} s "
+                "(each open request or stream, such as an SSE response, holds one)"
+            ) from None
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()

@@ -160,6 +160,19 @@ async def test_concurrent_requests_respect_the_connection_limit(echo_origin: Loc
     await pool.close()
 
 
+async def test_a_request_that_finds_every_connection_busy_too_long_fails_saying_so(echo_origin: LocalTarget):
+    pool = LocalHttpPool(echo_origin, limit=1, connection_wait=0.3)
+    held = await pool.request("GET", "/big?n=1", [("Host", "h")])  # unread: keeps the one connection
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(LocalServerError, match="all 1 connections to the local server stayed busy for 0.3 s"):
+        await pool.request("GET", "/a", [("Host", "h")])
+    assert asyncio.get_running_loop().time() - started < 3
+    held.close()
+    status, _, _ = await _read_all(pool, "GET", "/after", [("Host", "h")])  # the slot came back
+    assert status == 200
+    await pool.close()
+
+
 async def test_a_large_body_is_read_only_as_fast_as_it_is_consumed(echo_origin: LocalTarget):
     pool = LocalHttpPool(echo_origin)
     async with await pool.request("GET", "/big?n=256", [("Host", "h")]) as response:  # 16 MiB

@@ -185,7 +185,6 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         parser = self._parser
         if parser is None:  # nothing asked: a server talking out of turn is not reused
-            self.reusable = False
             self._close()
             return
         self._got_bytes = True
@@ -422,8 +421,7 @@ class LocalHttpPool:
         body: AsyncIterator[bytes | memoryview] | None = None,
     ) -> LocalExchange:
         """Send a request and wait for the response head; use the result with ``async with``."""
-        head, chunked = _request_head(method, target, headers, self.host_port, body is not None)
-        expect = body is not None and _expects_continue(headers)
+        head, chunked, expect = _request_head(method, target, headers, self.host_port, body is not None)
         await self._free_slot()
         try:
             retried = False
@@ -621,22 +619,24 @@ def _until_eof(headers: list[tuple[str, str]]) -> bool:
     return True
 
 
-def _expects_continue(headers: Sequence[tuple[str, str]]) -> bool:
-    return any(k.lower() == "expect" and v.strip().lower() == "100-continue" for k, v in headers)
-
-
 def _request_head(
     method: str, target: str, headers: Sequence[tuple[str, str]], host_port: str, has_body: bool
-) -> bytes:
-    """The request line and headers as one buffer (Host added if missing, body framing chosen)."""
+) -> tuple[bytes, bool, bool]:
+    """The request line and headers as one buffer (Host added if missing, body framing chosen).
+
+    Also whether the body goes chunked, and whether it must wait for ``100 Continue``
+    (asked with ``Expect: 100-continue``; only a request with a body waits).
+    """
     lines = [f"{method} {target} HTTP/1.1"]
-    has_host = has_length = False
+    has_host = has_length = expect = False
     for name, value in headers:
         lowered = name.lower()
         if lowered == "host":
             has_host = True
         elif lowered == "content-length":
             has_length = True
+        elif lowered == "expect" and value.strip().lower() == "100-continue":
+            expect = has_body
         lines.append(f"{name}: {value}")
     if not has_host:
         lines.insert(1, f"Host: {host_port}")
@@ -649,4 +649,4 @@ def _request_head(
     breaks = len(lines) - 1
     if text.count("\n") != breaks or text.count("\r") != breaks:
         raise LocalServerError("the request head contains a line break inside a line")
-    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape"), chunked
+    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape"), chunked, expect

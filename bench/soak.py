@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import random
-import resource
 import shlex
 import shutil
 import signal
@@ -48,13 +47,12 @@ from dataclasses import asdict, dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from idle_tunnels import raise_nofile  # fd limit for relay and agent worker (bench/ is on sys.path: it holds this script)
+
 #: The origin and the agent worker (run as child processes).
 CHILDREN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "soak_children.py")
 
 MIB = 1024 * 1024
-
-#: Open fd limit asked for the relay and the agent worker (bounded by the hard limit).
-NOFILE = 65536
 
 #: Seconds any process gets to come up or to stop.
 START_TIMEOUT = 30.0
@@ -77,18 +75,6 @@ REQUEST_TIMEOUT = 30.0
 
 def log(msg: str) -> None:
     print(f"# soak: {msg}", file=sys.stderr, flush=True)
-
-
-def raise_nofile(want: int = NOFILE) -> int:
-    """Raise this process's soft fd limit toward ``want`` (children inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):
-            pass
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from relay_client import __version__
 from relay_client.errors import AgentError, AuthError, FatalError, NameError_, RelayBusyError, RetryableError
 from relay_client.target import is_localhost
-from relay_client.ws_transport import WebsocketsTransport
+from relay_client.ws_transport import ClientWebsocket
 from relay_protocol.driver import Multiplexer, MuxStream
 from relay_protocol.errors import ErrorCode
 from relay_protocol.events import ConnectionClosed, GoAwayReceived, WelcomeReceived
@@ -117,8 +117,7 @@ async def open_connection(
                 additional_headers=headers,
                 compression=None,
                 max_size=MAX_RELAY_MESSAGE,
-                ping_interval=PING_INTERVAL,
-                ping_timeout=PING_TIMEOUT,
+                ping_interval=None,  # the keepalive is ClientWebsocket's, once it has the socket
                 close_timeout=CLOSE_TIMEOUT,
                 open_timeout=CONNECT_TIMEOUT,
                 user_agent_header=f"localrelay-agent/{__version__}",
@@ -144,7 +143,7 @@ async def open_connection(
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise RetryableError(f"cannot reach relay at {server}: {reason}") from None
 
-    transport = WebsocketsTransport(ws)
+    transport = ClientWebsocket(ws, ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT, close_timeout=CLOSE_TIMEOUT)
     session = Session(Role.AGENT)
     session.send_hello(
         Hello(subdomain=subdomain, agent_key=agent_key, client=f"localrelay-agent/{__version__}", options=options or {})
@@ -160,7 +159,7 @@ async def open_connection(
     return AgentConnection(welcome, Multiplexer(session, transport, on_stream), server)
 
 
-async def _handshake(session: Session, transport: WebsocketsTransport) -> Welcome:
+async def _handshake(session: Session, transport: ClientWebsocket) -> Welcome:
     await transport.send(session.data_to_send())
     while True:
         message = await transport.recv()

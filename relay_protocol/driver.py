@@ -6,6 +6,12 @@ into messages), and gives each stream ``read``/``write`` coroutines that
 respect flow control: ``write`` waits for credit and for the outgoing buffer
 to drain below a high-water mark, ``read`` returns credit for the previous
 chunk once the caller comes back for the next one (the bytes are used).
+
+A transport is driven one of two ways.  A plain ``Transport`` (the relay's
+aiohttp websocket) is pulled by a read task and pushed by a write task.  A
+``PushTransport`` (the agent's) hands each message over as it arrives and
+takes writes without awaiting: no task hop per message either way, and the
+queued frames go out in one callback per loop pass.
 """
 
 from __future__ import annotations
@@ -62,6 +68,36 @@ class Transport(Protocol):
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket; never raises."""
+
+
+class MessageReceiver(Protocol):
+    """What a ``PushTransport`` calls (the multiplexer)."""
+
+    def message_received(self, message: bytes) -> None:
+        """One binary message arrived."""
+
+    def transport_writable(self) -> None:
+        """The transport's write buffer drained below its low-water mark."""
+
+    def transport_closed(self) -> None:
+        """The connection is gone; no more messages."""
+
+
+class PushTransport(Transport, Protocol):
+    """A transport that delivers messages by callback and writes without awaiting."""
+
+    @property
+    def writable(self) -> bool:
+        """False while the write buffer is above its high-water mark (``transport_writable`` follows)."""
+
+    def attach(self, receiver: MessageReceiver) -> None:
+        """Deliver every message (those already queued first) to ``receiver`` from now on."""
+
+    def write_message(self, data: bytes) -> None:
+        """Send one binary message now; raise TransportClosed if the socket is gone."""
+
+    def start_close(self, code: int = 1000, reason: str = "") -> None:
+        """Begin the closing handshake; ``transport_closed`` follows once the socket is gone."""
 
 
 class StreamError(Exception):
@@ -313,6 +349,14 @@ class Multiplexer:
         self._drain_reason: str | None = None
         #: We ended the connection on purpose (``close``), as opposed to losing it.
         self.closed_locally = False
+        #: A PushTransport is driven by callbacks: no read or write task.
+        self._push = callable(getattr(transport, "attach", None))
+        self._attached = False
+        self._flush_scheduled = False
+        #: Push mode: done when no more messages are taken (what the read task's end is otherwise).
+        self._ended: asyncio.Future[None] | None = None
+        #: Push mode: done when the writer has finished (what the write task's end is otherwise).
+        self._write_done: asyncio.Future[None] | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """The running loop, looked up once: each ``get_running_loop()`` costs a getpid() syscall on Python 3.11."""
@@ -349,6 +393,9 @@ class Multiplexer:
     # ----------------------------------------------------------------- running
     async def run(self) -> None:
         """Read and write until the connection ends; then fail every stream."""
+        if self._push:
+            await self._run_pushed()
+            return
         writer = asyncio.create_task(self._write_loop())
         if self.session.bytes_to_send:
             self._wake_writer()  # e.g. the WELCOME queued before we started
@@ -402,6 +449,86 @@ class Multiplexer:
         finally:
             # Ends the read loop too: recv() returns None once the socket is closed.
             await transport.close()
+
+    # ----------------------------------------------------------------- push mode
+    async def _run_pushed(self) -> None:
+        """``run`` over a PushTransport: the transport's callbacks do the reading and the writing."""
+        loop = self.loop()
+        self._ended = loop.create_future()
+        self._write_done = loop.create_future()
+        transport: PushTransport = self.transport  # type: ignore[assignment]
+        self._attached = True
+        transport.attach(self)
+        self._wake_writer()  # e.g. the WELCOME queued before we started, or a close() already asked
+        try:
+            await self._ended
+        finally:
+            self._closed = True
+            self._wake_writer()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._write_done), CLOSE_FLUSH_TIMEOUT)
+            except BaseException:  # timeout or cancellation: stop flushing
+                pass
+            self._fail_all(ErrorCode.GOING_AWAY, self.close_reason or "tunnel connection closed")
+            await transport.close()
+
+    def message_received(self, message: bytes) -> None:
+        """PushTransport callback: one message, handled as the read task would."""
+        ended = self._ended
+        if ended is None or ended.done():
+            return
+        session = self.session
+        try:
+            for event in session.receive_data(message):
+                self._dispatch(event)
+        except Exception as exc:  # surfaces from run(), as it would from the read task
+            ended.set_exception(exc)
+            return
+        if session.bytes_to_send:
+            self._wake_writer()
+        if session.phase is _CLOSED:
+            self._closed = True
+        if self._closed:
+            ended.set_result(None)
+
+    def transport_writable(self) -> None:
+        """PushTransport callback: the socket drained; send what waited."""
+        self._wake_writer()
+
+    def transport_closed(self) -> None:
+        """PushTransport callback: the socket is gone."""
+        ended = self._ended
+        if ended is not None and not ended.done():
+            self.close_reason = self.close_reason or "connection lost"
+            ended.set_result(None)
+        self._wake_writer()
+
+    def _flush(self) -> None:
+        """Push mode's writer: send what the session queued while the socket takes it."""
+        self._flush_scheduled = False
+        done = self._write_done
+        if done is None or done.done():
+            return
+        session = self.session
+        transport: PushTransport = self.transport  # type: ignore[assignment]
+        try:
+            while True:
+                while session.bytes_to_send:
+                    if not transport.writable:
+                        return  # transport_writable() calls us again
+                    transport.write_message(session.data_to_send(MAX_MESSAGE_SIZE))
+                    self._release_space()
+                if self._drain_reason is not None and not self._closed:
+                    self._finish_drain()
+                    if session.bytes_to_send:
+                        continue  # our closing GOAWAY goes out before we stop
+                break
+            if not self._closed:
+                return
+        except TransportClosed:
+            self._closed = True
+        done.set_result(None)
+        transport.start_close()
 
     def _dispatch(self, event: Event) -> None:
         # The events of every request first (data, the relay's responses), the rare ones last.
@@ -538,7 +665,11 @@ class Multiplexer:
             self.close(ErrorCode.GOING_AWAY, self._drain_reason or "drained")
 
     def _wake_writer(self) -> None:
-        self._wakeup.set()
+        if not self._push:
+            self._wakeup.set()
+        elif self._attached and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop().call_soon(self._flush)
 
     def _pending_too_high(self) -> bool:
         return self.session.bytes_to_send >= SEND_HIGH_WATER

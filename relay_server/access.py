@@ -96,8 +96,13 @@ def client_address(request: web.BaseRequest, config: RelayConfig) -> str:
     peer = request.remote or ""
     if not config.is_trusted_proxy(peer):
         return peer
-    chain = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
-    for address in reversed(chain):  # rightmost address not itself a trusted proxy
+    return forwarded_client(peer, request.headers.get("X-Forwarded-For", ""), config)
+
+
+def forwarded_client(peer: str, forwarded_for: str, config: RelayConfig) -> str:
+    """The rightmost address of a trusted proxy's X-Forwarded-For that is not itself a trusted proxy."""
+    chain = [a.strip() for a in forwarded_for.split(",") if a.strip()]
+    for address in reversed(chain):
         if not config.is_trusted_proxy(address):
             return address
     return peer

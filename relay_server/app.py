@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from aiohttp import web
 from yarl import URL
@@ -54,6 +55,14 @@ def tunnel_name(host: str, domain: str) -> str | None:
     return None
 
 
+class InFlight(Protocol):
+    """A public request in progress: aiohttp's request, or the lean front's connection serving one."""
+
+    @property
+    def transport(self) -> asyncio.BaseTransport | None:
+        """Its caller's connection (aborted when a stop cuts the request off)."""
+
+
 class Relay:
     """Holds the relay's state for one process (nothing lives in module globals)."""
 
@@ -76,7 +85,7 @@ class Relay:
         #: Set on SIGTERM: new requests get 503, agents are told to move on.
         self.stopping = False
         #: Public requests inside a tunnel right now (shutdown waits for them, then cuts them).
-        self._in_flight: dict[int, web.BaseRequest] = {}  # by id(): requests are not hashable
+        self._in_flight: dict[int, InFlight] = {}  # by id(): requests are not hashable
         self._idle = asyncio.Event()
         self._idle.set()
         #: ``tunnel_name`` of each Host header seen lately (the same few arrive over and over).
@@ -100,13 +109,7 @@ class Relay:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Route by Host: a tunnel's hostname goes to its agent, anything else to us."""
-        host = request.host
-        try:
-            name = self._names[host]
-        except KeyError:
-            if len(self._names) >= _MAX_CACHED_HOSTS:  # Host is the caller's to choose: keep the cache bounded
-                self._names.clear()
-            name = self._names[host] = tunnel_name(host, self.config.domain)
+        name = self.name_for_host(request.host)
         if name is not None:
             return await measured(request, name, self.config, self.observer, lambda: self._to_tunnel(request, name))
         path = request.path
@@ -136,6 +139,16 @@ class Relay:
             f"This is a localrelay relay. Tunnels answer at {self.config.public_url('NAME')}.",
         )
 
+    def name_for_host(self, host: str) -> str | None:
+        """``tunnel_name`` of a Host header, remembered (the same few arrive over and over)."""
+        try:
+            return self._names[host]
+        except KeyError:
+            if len(self._names) >= _MAX_CACHED_HOSTS:  # Host is the caller's to choose: keep the cache bounded
+                self._names.clear()
+            name = self._names[host] = tunnel_name(host, self.config.domain)
+            return name
+
     async def _to_tunnel(self, request: web.Request, name: str) -> web.StreamResponse:
         """A public request for tunnel ``name``: to its agent, its fleet node, or a clear refusal."""
         if self.stopping:
@@ -146,11 +159,8 @@ class Relay:
         refusal = self._check_limits(request)
         if refusal is not None:
             return refusal
-        # counted_in_flight() spelled out: a generator context manager per request costs about 1 µs.
-        key = id(request)
-        if not self._in_flight:  # _idle is set exactly while nothing is in flight
-            self._idle.clear()
-        self._in_flight[key] = request
+        # Not counted_in_flight(): a generator context manager per request costs about 1 µs.
+        key = self.entered(request)
         try:
             if isinstance(tunnel, Tunnel):
                 return await forward(request, tunnel, self.config)
@@ -158,21 +168,26 @@ class Relay:
 
             return await forward_to_node(request, tunnel, self)
         finally:
-            self._left(key)
+            self.left(key)
 
     @contextmanager
     def counted_in_flight(self, request: web.BaseRequest) -> Iterator[None]:
         """Count ``request`` among the in-flight ones while it runs: a graceful stop waits for it, then cuts it."""
+        key = self.entered(request)
+        try:
+            yield
+        finally:
+            self.left(key)
+
+    def entered(self, request: InFlight) -> int:
+        """Count ``request`` among the in-flight ones until ``left(key)``: a graceful stop waits for it, then cuts it."""
         key = id(request)
         if not self._in_flight:  # _idle is set exactly while nothing is in flight
             self._idle.clear()
         self._in_flight[key] = request
-        try:
-            yield
-        finally:
-            self._left(key)
+        return key
 
-    def _left(self, key: int) -> None:
+    def left(self, key: int) -> None:
         """An in-flight request ended; the last one out wakes a waiting graceful stop."""
         self._in_flight.pop(key, None)
         if not self._in_flight:

@@ -51,16 +51,31 @@ def request_head(
 ) -> RequestHead:
     """The stream head for a public request: hop-by-hop gone, X-Forwarded-* set by us.
 
-    ``drop`` names (lower case) further headers to leave out.  One pass over the
-    headers: each name is lowered once and checked against one set.
+    ``drop`` names (lower case) further headers to leave out.
     """
     peer = request.remote or ""
     pairs = decode_raw_headers(request.raw_headers)
-    lowered = [name.lower() for name, _ in pairs]
+    headers = forwarded_headers(pairs, [name.lower() for name, _ in pairs], peer, config, scheme, drop)
+    return RequestHead(request.method, request.raw_path, headers, peer)
+
+
+def forwarded_headers(
+    pairs: list[tuple[str, str]],
+    lowered: list[str],
+    peer: str,
+    config: RelayConfig,
+    scheme: str,
+    drop: frozenset[str] = frozenset(),
+) -> list[tuple[str, str]]:
+    """The public request's headers as the agent gets them (``lowered``: their names in lower case).
+
+    One pass over the headers: each name is checked against one set.  Shared by
+    aiohttp's path and the lean front, so both forward exactly the same head.
+    """
     prior_for = prior_proto = None
     if config.is_trusted_proxy(peer):
-        prior_for = request.headers.get("X-Forwarded-For")
-        prior_proto = request.headers.get("X-Forwarded-Proto")
+        prior_for = _first(pairs, lowered, "x-forwarded-for")
+        prior_proto = _first(pairs, lowered, "x-forwarded-proto")
         dropped = _HOP_AND_PRIOR_PROXY | drop if drop else _HOP_AND_PRIOR_PROXY
     else:
         dropped = _HOP_AND_FORWARDED | drop if drop else _HOP_AND_FORWARDED
@@ -70,8 +85,16 @@ def request_head(
     headers.append(("X-Forwarded-For", f"{prior_for}, {peer}" if prior_for else peer))
     headers.append(("X-Forwarded-Proto", prior_proto or scheme))
     if "x-forwarded-host" in dropped or "x-forwarded-host" not in lowered:
-        headers.append(("X-Forwarded-Host", request.headers.get("Host", "")))
-    return RequestHead(request.method, request.raw_path, headers, peer)
+        headers.append(("X-Forwarded-Host", _first(pairs, lowered, "host") or ""))
+    return headers
+
+
+def _first(pairs: list[tuple[str, str]], lowered: list[str], name: str) -> str | None:
+    """The value of the first header called ``name`` (lower case), as aiohttp's ``headers.get`` gives it."""
+    try:
+        return pairs[lowered.index(name)][1]
+    except ValueError:
+        return None
 
 
 #: Headers never forwarded from an untrusted peer: hop-by-hop ones and the proxy headers we set.
@@ -129,13 +152,7 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
             return error_response(request, 431, "headers-too-large", "Request headers too large", str(exc))
         if exc.code == ErrorCode.TOO_MANY_STREAMS:
             meter_of(request).limit_hit("max_streams")
-            return error_response(
-                request,
-                503,
-                "too-many-requests",
-                "Tunnel busy",
-                f"The tunnel {tunnel.name} has too many requests in flight; retry shortly.",
-            )
+            return error_response(request, *busy_error(tunnel.name))
         return _offline(request, tunnel.name)
     except StreamError:
         return _offline(request, tunnel.name)
@@ -155,13 +172,7 @@ async def forward(request: web.BaseRequest, tunnel: Tunnel, config: RelayConfig)
                 if guard is not None and guard.refusal is not None:
                     return refusal_response(request, guard.refusal)
                 return _stream_failed(request, tunnel, exc)
-            return error_response(
-                request,
-                504,
-                "agent-timeout",
-                "Tunnel timed out",
-                f"The agent for {tunnel.name} did not answer within {config.response_timeout:g} seconds.",
-            )
+            return error_response(request, *timeout_error(tunnel.name, config))
         finally:
             deadlines.done(stream)
         if websocket and response_head.status == 101:
@@ -306,28 +317,47 @@ def abort_connection(request: web.BaseRequest) -> None:
 
 
 def _stream_failed(request: web.BaseRequest, tunnel: Tunnel, exc: StreamError) -> web.Response:
+    return error_response(request, *stream_failure(exc, tunnel.name))
+
+
+def stream_failure(exc: StreamError, name: str) -> tuple[int, str, str, str]:
+    """(status, X-Relay-Error code, title, message) for a stream that failed before its response head."""
     if exc.code == ErrorCode.LOCAL_UNREACHABLE:
-        return error_response(request, 502, "local-unreachable", "Local server unreachable", exc.reason)
+        return 502, "local-unreachable", "Local server unreachable", exc.reason
     if exc.code == ErrorCode.LOCAL_ERROR:
-        return error_response(request, 502, "local-error", "Local server failed", exc.reason)
+        return 502, "local-error", "Local server failed", exc.reason
     if exc.code == ErrorCode.TOO_MANY_STREAMS:
-        return error_response(request, 503, "too-many-requests", "Tunnel busy", exc.reason)
+        return 503, "too-many-requests", "Tunnel busy", exc.reason
     if exc.code == ErrorCode.GOING_AWAY:
-        return _offline(request, tunnel.name, "The agent disconnected before answering.")
+        return offline_error(name, "The agent disconnected before answering.")
     if exc.code == ErrorCode.REFUSED_STREAM:  # the agent is shutting down and took no new requests
-        return _offline(request, tunnel.name, "The agent is shutting down.")
-    return error_response(request, 502, "stream-reset", "Tunnel error", f"The agent abandoned the request: {exc}")
+        return offline_error(name, "The agent is shutting down.")
+    return 502, "stream-reset", "Tunnel error", f"The agent abandoned the request: {exc}"
+
+
+def timeout_error(name: str, config: RelayConfig) -> tuple[int, str, str, str]:
+    """The 504 for a response head that did not come within --response-timeout."""
+    return (
+        504,
+        "agent-timeout",
+        "Tunnel timed out",
+        f"The agent for {name} did not answer within {config.response_timeout:g} seconds.",
+    )
+
+
+def busy_error(name: str) -> tuple[int, str, str, str]:
+    """The 503 for a tunnel at its limit of streams in flight."""
+    return 503, "too-many-requests", "Tunnel busy", f"The tunnel {name} has too many requests in flight; retry shortly."
+
+
+def offline_error(name: str, detail: str = "") -> tuple[int, str, str, str]:
+    """The 502 for a name whose agent is not (or no longer) there."""
+    message = detail or f"No agent is connected for {name}."
+    return 502, "tunnel-offline", "Tunnel offline", f"{message} Start one with: relay-client http PORT --subdomain {name}"
 
 
 def _offline(request: web.BaseRequest, name: str, detail: str = "") -> web.Response:
-    message = detail or f"No agent is connected for {name}."
-    return error_response(
-        request,
-        502,
-        "tunnel-offline",
-        "Tunnel offline",
-        f"{message} Start one with: relay-client http PORT --subdomain {name}",
-    )
+    return error_response(request, *offline_error(name, detail))
 
 
 def tunnel_offline(request: web.BaseRequest, name: str) -> web.Response:

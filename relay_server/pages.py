@@ -20,16 +20,19 @@ h1{{font-size:1.4em}} code{{background:#f3f3f3;padding:.1em .3em;border-radius:3
 """
 
 
-def wants_html(request: web.BaseRequest) -> bool:
-    """Browsers ask for text/html; API callers and curl get JSON."""
-    return "text/html" in request.headers.get("Accept", "")
+def error_body(accept: str, status: int, code: str, title: str, message: str) -> tuple[str, str]:
+    """(content type, text) of a relay-made error for a caller whose Accept header is ``accept``.
+
+    Shared by aiohttp's path (``error_response``) and the lean front, which writes the bytes itself.
+    """
+    if "text/html" in accept:
+        return "text/html", _PAGE.format(status=status, title=html.escape(title), message=html.escape(message))
+    payload = {"error": code, "title": title, "message": message, "status": status}
+    return "application/json", json.dumps(payload)
 
 
 def error_response(request: web.BaseRequest, status: int, code: str, title: str, message: str) -> web.Response:
     """A relay-generated error in the format the caller can read."""
     headers = {"X-Relay-Error": code, "Cache-Control": "no-store"}
-    if wants_html(request):
-        body = _PAGE.format(status=status, title=html.escape(title), message=html.escape(message))
-        return web.Response(status=status, text=body, content_type="text/html", headers=headers)
-    payload = {"error": code, "title": title, "message": message, "status": status}
-    return web.Response(status=status, text=json.dumps(payload), content_type="application/json", headers=headers)
+    content_type, body = error_body(request.headers.get("Accept", ""), status, code, title, message)
+    return web.Response(status=status, text=body, content_type=content_type, headers=headers)

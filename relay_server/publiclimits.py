@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -149,25 +150,64 @@ def _first_line(reason: object) -> str:
     return (text.splitlines() or [""])[0][:200]
 
 
-class _GuardedServer(Server):
-    """aiohttp's Server, building ``HeadTimedHandler`` protocols."""
+class LeanFrontLike(Protocol):
+    """What the server needs of ``lean_front.LeanFront`` (imported by ``serve``: it imports the app)."""
 
-    def __init__(self, *args: Any, header_timeout: float, observer: RelayObserver, **kwargs: Any) -> None:
+    def __call__(self) -> asyncio.Protocol:
+        """A protocol for a new public connection."""
+
+    def close_idle(self) -> None:
+        """Close connections with no request in flight."""
+
+
+class _GuardedServer(Server):
+    """aiohttp's Server, building ``HeadTimedHandler`` protocols (behind the lean front, when there is one)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout: float,
+        observer: RelayObserver,
+        lean: Callable[[Callable[[], RequestHandler]], LeanFrontLike] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._guard = {"header_timeout": header_timeout, "observer": observer}
+        self.lean = lean(self.aiohttp_protocol) if lean is not None else None
 
-    def __call__(self) -> RequestHandler:
+    def __call__(self) -> asyncio.Protocol:
+        lean = self.lean
+        return lean() if lean is not None else self.aiohttp_protocol()
+
+    def aiohttp_protocol(self) -> RequestHandler:
+        """aiohttp's protocol for one connection (TLS connections, and those the lean front hands over)."""
         return HeadTimedHandler(self, loop=self._loop, **self._guard, **self._kwargs)
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Idle connections of the lean front close with aiohttp's."""
+        if self.lean is not None:
+            self.lean.close_idle()
+        await super().shutdown(timeout)
 
 
 class GuardedRunner(web.AppRunner):
     """``web.AppRunner`` whose connections get the request-head timeout."""
 
-    def __init__(self, app: web.Application, *, header_timeout: float, observer: RelayObserver, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        header_timeout: float,
+        observer: RelayObserver,
+        lean: Callable[[Callable[[], RequestHandler]], LeanFrontLike] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT)
         super().__init__(app, **kwargs)
         self._header_timeout = header_timeout
         self._observer = observer
+        #: Builds the lean front (given the aiohttp protocol factory it hands connections to), or None.
+        self._lean = lean
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
@@ -178,6 +218,8 @@ class GuardedRunner(web.AppRunner):
             loop=server._loop,
             header_timeout=self._header_timeout,
             observer=self._observer,
+            # Middlewares (the TLS redirect, ACME challenges) see every request: only aiohttp runs them.
+            lean=self._lean if not self.app.middlewares else None,
             **server._kwargs,
         )
         return guarded

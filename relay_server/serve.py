@@ -12,6 +12,7 @@ from aiohttp import web
 
 from relay_server.app import Relay
 from relay_server.config import RelayConfig
+from relay_server.lean_front import LeanFront
 from relay_server.logs import EventLog
 from relay_server.metrics import RelayMetrics
 from relay_server.observer import Observers
@@ -117,6 +118,7 @@ async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> None
         app,
         header_timeout=config.header_timeout,
         observer=relay.observer,
+        lean=lambda aiohttp_protocol: LeanFront(relay, aiohttp_protocol),  # plain requests to tunnels, on http
         access_log=None,
         handle_signals=False,
         handler_cancellation=True,

@@ -50,8 +50,11 @@ from relay_server.tunnel import Tunnel
 
 log = logging.getLogger("relay_server.front")
 
-#: Request headers that make a request aiohttp's to answer (a body, an upgrade, connection options).
-_NOT_LEAN = frozenset({"content-length", "transfer-encoding", "connection", "upgrade", "expect"})
+#: Request headers that make a request aiohttp's to answer (a body, an upgrade, an expectation).
+_NOT_LEAN = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"})
+
+#: The Connection header values served here: after the response the connection stays (False) or closes (True).
+_CONNECTION_OPTIONS = {"keep-alive": False, "close": True}
 
 #: Headers aiohttp refuses to see twice in one request (RFC 9110 singletons): such a request goes to aiohttp.
 _SINGLETONS = frozenset(
@@ -94,6 +97,9 @@ class LeanFront:
         self.aiohttp_protocol = aiohttp_protocol
         #: Connections still served here (the ones handed to aiohttp are aiohttp's to close).
         self.connections: set[PublicConnection] = set()
+        #: Requests served here, and connections handed to aiohttp (for tests and debugging).
+        self.served = 0
+        self.handed_over = 0
 
     def __call__(self) -> asyncio.Protocol:
         return PublicConnection(self)
@@ -107,15 +113,19 @@ class LeanFront:
 class _Exchange:
     """One request served here, from its head to the end of its response."""
 
-    __slots__ = ("stream", "tunnel", "meter", "method", "path", "accept", "key", "task", "finished")
+    __slots__ = ("stream", "tunnel", "meter", "method", "path", "accept", "close", "key", "task", "finished")
 
-    def __init__(self, stream: MuxStream, tunnel: Tunnel, meter: RequestMeter, method: str, path: str, accept: str) -> None:
+    def __init__(
+        self, stream: MuxStream, tunnel: Tunnel, meter: RequestMeter, method: str, path: str, accept: str, close: bool
+    ) -> None:
         self.stream = stream
         self.tunnel = tunnel
         self.meter = meter
         self.method = method
         self.path = path
         self.accept = accept
+        #: The caller said ``Connection: close``: so does the response, and the connection ends after it.
+        self.close = close
         self.key = 0
         self.task: asyncio.Task[None] | None = None
         self.finished = False
@@ -242,6 +252,13 @@ class PublicConnection(asyncio.Protocol):
             host = pairs[lowered.index("host")][1]
         except ValueError:
             return False
+        close = False
+        if "connection" in lowered:
+            if lowered.count("connection") > 1:
+                return False
+            close = _CONNECTION_OPTIONS.get(pairs[lowered.index("connection")][1].strip().lower())
+            if close is None:  # names other headers, or upgrades: aiohttp's
+                return False
         front = self._front
         relay = front.relay
         config = front.config
@@ -255,10 +272,13 @@ class PublicConnection(asyncio.Protocol):
             return False
         if len(url) > config.max_url_bytes or sum(len(k) + len(v) for k, v in raw) > config.max_header_bytes:
             return False  # aiohttp's path answers 414/431 and counts the limit
-        self._open(tunnel, method, url.decode("ascii"), pairs, lowered)
+        self._open(tunnel, method, url.decode("ascii"), pairs, lowered, close)
+        front.served += 1
         return True
 
-    def _open(self, tunnel: Tunnel, method: str, target: str, pairs: list[tuple[str, str]], lowered: list[str]) -> None:
+    def _open(
+        self, tunnel: Tunnel, method: str, target: str, pairs: list[tuple[str, str]], lowered: list[str], close: bool
+    ) -> None:
         """Start the exchange: the stream to the agent, the meter, the response deadline."""
         front = self._front
         config = front.config
@@ -283,12 +303,12 @@ class PublicConnection(asyncio.Protocol):
                 failure = busy_error(tunnel.name)
             else:
                 failure = offline_error(tunnel.name)
-            self._answer_refusal(meter, method, path, accept, failure)
+            self._answer_refusal(meter, method, path, accept, close, failure)
             return
         except StreamError:
-            self._answer_refusal(meter, method, path, accept, offline_error(tunnel.name))
+            self._answer_refusal(meter, method, path, accept, close, offline_error(tunnel.name))
             return
-        exchange = self._exchange = _Exchange(stream, tunnel, meter, method, path, accept)
+        exchange = self._exchange = _Exchange(stream, tunnel, meter, method, path, accept, close)
         exchange.key = relay.entered(self)
         meter.stream_opened(stream.id)
         tunnel.deadlines.watch(stream, config.response_timeout)
@@ -303,6 +323,7 @@ class PublicConnection(asyncio.Protocol):
             self._idle_timer = None
         if transport is None or transport.is_closing():
             return
+        self._front.handed_over += 1
         handler = self._front.aiohttp_protocol()
         transport.set_protocol(handler)
         handler.connection_made(transport)
@@ -319,6 +340,17 @@ class PublicConnection(asyncio.Protocol):
         exchange = self._exchange
         if exchange is None or exchange.stream.response is not response or exchange.finished:
             return  # the caller went away first
+        try:
+            self._answer(exchange, response)
+        except Exception:  # a bug here must not leave the caller waiting or the stream open
+            log.exception("tunnel %s: answering a request failed", exchange.tunnel.name)
+            exchange.meter.failed("relay error")
+            if self.transport is not None:
+                self.transport.abort()
+            self._finish(exchange)
+
+    def _answer(self, exchange: _Exchange, response: asyncio.Future[ResponseHead]) -> None:
+        """The agent's response head (or the stream's failure) is in: answer the caller."""
         stream = exchange.stream
         timed_out = exchange.tunnel.deadlines.done(stream)
         error = response.exception()
@@ -329,11 +361,11 @@ class PublicConnection(asyncio.Protocol):
                 failure = stream_failure(error, exchange.tunnel.name)
             else:
                 failure = (502, "stream-reset", "Tunnel error", f"The agent abandoned the request: {error}")
-            self._write_error(exchange.meter, exchange.accept, failure)
+            self._write_error(exchange.meter, exchange.accept, exchange.close, failure)
             self._finish(exchange)
             return
         head = response.result()
-        head_bytes, framing, length = _response_head(exchange.method, head)
+        head_bytes, framing, length = _response_head(exchange.method, head, exchange.close)
         if not stream.complete:
             exchange.task = self._loop.create_task(self._relay_body(exchange, head.status, head_bytes, framing, length))
             return
@@ -413,17 +445,18 @@ class PublicConnection(asyncio.Protocol):
             drained = self._drained = self._loop.create_future()
         await drained
 
-    def _write_error(self, meter: RequestMeter, accept: str, failure: tuple[int, str, str, str]) -> None:
+    def _write_error(self, meter: RequestMeter, accept: str, close: bool, failure: tuple[int, str, str, str]) -> None:
         """A relay-made answer (the same head and page aiohttp's ``error_response`` gives)."""
         status, code, title, message = failure
         content_type, text = error_body(accept, status, code, title, message)
         body = text.encode()
-        head = (
+        lines = (
             f"HTTP/1.1 {status} {REASON_PHRASES.get(status, '')}\r\n"
             f"X-Relay-Error: {code}\r\nCache-Control: no-store\r\n"
             f"Content-Type: {content_type}; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-            f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n"
-        ).encode()
+            f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n"
+        )
+        head = (lines + "Connection: close\r\n\r\n" if close else lines + "\r\n").encode()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(head + body)
         meter.head_at = time.monotonic()
@@ -432,11 +465,13 @@ class PublicConnection(asyncio.Protocol):
         meter.failed(code)
 
     def _answer_refusal(
-        self, meter: RequestMeter, method: str, path: str, accept: str, failure: tuple[int, str, str, str]
+        self, meter: RequestMeter, method: str, path: str, accept: str, close: bool, failure: tuple[int, str, str, str]
     ) -> None:
         """The stream could not open: answer at once and record the request."""
-        self._write_error(meter, accept, failure)
+        self._write_error(meter, accept, close, failure)
         self._front.relay.observer.request_finished(_record(meter, method, path))
+        if close and self.transport is not None:
+            self.transport.close()
 
     def _finish(self, exchange: _Exchange) -> None:
         """The exchange is over (answered, failed or abandoned): record it, free the stream, read on."""
@@ -453,6 +488,9 @@ class PublicConnection(asyncio.Protocol):
         self._idle_since = self._loop.time()
         transport = self.transport
         if transport is None or transport.is_closing():
+            return
+        if exchange.close:
+            transport.close()  # after the response, which is already queued
             return
         if self._reading_paused:
             self._reading_paused = False
@@ -480,7 +518,7 @@ class PublicConnection(asyncio.Protocol):
             self.transport.close()
 
 
-def _response_head(method: str, head: ResponseHead) -> tuple[bytes, _Framing, int]:
+def _response_head(method: str, head: ResponseHead, close: bool) -> tuple[bytes, _Framing, int]:
     """The head aiohttp's ``StreamResponse`` (as the front configures it) writes for an agent's response.
 
     The agent's headers in order without hop-by-hop ones; no Content-Length on
@@ -510,6 +548,8 @@ def _response_head(method: str, head: ResponseHead) -> tuple[bytes, _Framing, in
         headers.append(("Transfer-Encoding", "chunked"))
     if "date" not in lowered:
         headers.append(("Date", rfc822_formatted_time()))
+    if close:
+        headers.append(("Connection", "close"))
     reason = head.reason or REASON_PHRASES.get(status, "")
     lines = [f"HTTP/1.1 {status} {reason}\r\n"]
     lines.extend(f"{name}: {value}\r\n" for name, value in headers)

@@ -75,6 +75,9 @@ _SINGLETONS = frozenset(
 #: Past this many headers aiohttp's parser refuses a request (its ``max_headers``): leave that to it.
 _MAX_LEAN_HEADERS = 100
 
+#: Paths of ACME http-01 challenges (``relay_server.tls.acme.challenges.HTTP01_PREFIX``; not imported: TLS is optional).
+_ACME_CHALLENGES = b"/.well-known/acme-challenge/"
+
 #: A whole body shorter than this is copied behind its head for one send; a longer one goes out after it.
 _COPY_LIMIT = 64 * 1024
 
@@ -89,12 +92,19 @@ class _Framing(Enum):
 
 
 class LeanFront:
-    """Builds the listener's protocols; knows the relay and how to make aiohttp's protocol for a hand-over."""
+    """Builds the listeners' protocols; knows the relay and how to make aiohttp's protocol for a hand-over.
 
-    def __init__(self, relay: Relay, aiohttp_protocol: Callable[[], asyncio.Protocol]) -> None:
+    ``plain`` says whether plain-http connections may be served here: not when
+    aiohttp middlewares must see them (the TLS setup's redirect to https and
+    its ACME http-01 answers).  TLS connections always may; a request for an
+    ACME challenge path goes to aiohttp wherever it arrives.
+    """
+
+    def __init__(self, relay: Relay, aiohttp_protocol: Callable[[], asyncio.Protocol], plain: bool = True) -> None:
         self.relay = relay
         self.config = relay.config
         self.aiohttp_protocol = aiohttp_protocol
+        self.plain = plain
         #: Connections still served here (the ones handed to aiohttp are aiohttp's to close).
         self.connections: set[PublicConnection] = set()
         #: Requests served here, and connections handed to aiohttp (for tests and debugging).
@@ -102,6 +112,11 @@ class LeanFront:
         self.handed_over = 0
 
     def __call__(self) -> asyncio.Protocol:
+        """The protocol for a new connection on the http listener."""
+        return PublicConnection(self) if self.plain else self.aiohttp_protocol()
+
+    def tls_protocol(self) -> asyncio.Protocol:
+        """The protocol for a new connection on the https listener (its transport decrypts)."""
         return PublicConnection(self)
 
     def close_idle(self) -> None:
@@ -139,6 +154,7 @@ class PublicConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._peer = ""
+        self._scheme = "http"
         self._loop = asyncio.get_running_loop()
         # What the parser saw of the data being taken.
         self._url = b""
@@ -163,6 +179,8 @@ class PublicConnection(asyncio.Protocol):
         tcp_nodelay(transport, True)
         peer = transport.get_extra_info("peername")
         self._peer = str(peer[0]) if isinstance(peer, (list, tuple)) and peer else ("" if peer is None else str(peer))
+        if transport.get_extra_info("sslcontext") is not None:
+            self._scheme = "https"
         self._front.connections.add(self)
         self._idle_since = self._loop.time()
         self._idle_timer = self._loop.call_at(self._idle_since + KEEPALIVE_TIMEOUT, self._check_idle)
@@ -239,6 +257,8 @@ class PublicConnection(asyncio.Protocol):
             return False
         if parser.get_http_version() != "1.1" or not url.startswith(b"/") or not url.isascii():
             return False
+        if url.startswith(_ACME_CHALLENGES):  # the TLS setup's middleware answers those
+            return False
         method = parser.get_method().decode("ascii")
         if method == "CONNECT":
             return False
@@ -290,7 +310,7 @@ class PublicConnection(asyncio.Protocol):
         meter = RequestMeter(tunnel.name, client, relay.observer)
         relay.observer.request_started(tunnel.name)
         tunnel.requests += 1
-        head = RequestHead(method, target, forwarded_headers(pairs, lowered, peer, config, "http"), peer)
+        head = RequestHead(method, target, forwarded_headers(pairs, lowered, peer, config, self._scheme), peer)
         accept = _first(pairs, lowered, "accept")
         path = target.partition("?")[0]  # queries carry secrets: never logged
         try:

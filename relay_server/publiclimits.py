@@ -154,7 +154,10 @@ class LeanFrontLike(Protocol):
     """What the server needs of ``lean_front.LeanFront`` (imported by ``serve``: it imports the app)."""
 
     def __call__(self) -> asyncio.Protocol:
-        """A protocol for a new public connection."""
+        """A protocol for a new connection on the http listener."""
+
+    def tls_protocol(self) -> asyncio.Protocol:
+        """A protocol for a new connection on the https listener."""
 
     def close_idle(self) -> None:
         """Close connections with no request in flight."""
@@ -174,6 +177,11 @@ class _GuardedServer(Server):
         super().__init__(*args, **kwargs)
         self._guard = {"header_timeout": header_timeout, "observer": observer}
         self.lean = lean(self.aiohttp_protocol) if lean is not None else None
+
+    def tls_protocol(self) -> asyncio.Protocol:
+        """The protocol for a connection on the https listener."""
+        lean = self.lean
+        return lean.tls_protocol() if lean is not None else self.aiohttp_protocol()
 
     def __call__(self) -> asyncio.Protocol:
         lean = self.lean
@@ -218,8 +226,7 @@ class GuardedRunner(web.AppRunner):
             loop=server._loop,
             header_timeout=self._header_timeout,
             observer=self._observer,
-            # Middlewares (the TLS redirect, ACME challenges) see every request: only aiohttp runs them.
-            lean=self._lean if not self.app.middlewares else None,
+            lean=self._lean,
             **server._kwargs,
         )
         return guarded

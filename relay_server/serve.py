@@ -118,7 +118,9 @@ async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> None
         app,
         header_timeout=config.header_timeout,
         observer=relay.observer,
-        lean=lambda aiohttp_protocol: LeanFront(relay, aiohttp_protocol),  # plain requests to tunnels, on http
+        # Plain requests to tunnels skip aiohttp's request machinery; on the http listener only
+        # when no middleware (the TLS setup's redirect and ACME answers) needs to see them.
+        lean=lambda aiohttp_protocol: LeanFront(relay, aiohttp_protocol, plain=not app.middlewares),
         access_log=None,
         handle_signals=False,
         handler_cancellation=True,

@@ -269,8 +269,7 @@ class TLSSite(web.BaseSite):
             server = self._runner.server
             if server is None:  # shutting down
                 return
-            # TLS connections are aiohttp's from the start (the lean front serves the http listener).
-            server = getattr(server, "aiohttp_protocol", server)
+            server = getattr(server, "tls_protocol", server)  # the relay's server (GuardedRunner) has one
             loop = asyncio.get_running_loop()
             handed_over = True
             try:

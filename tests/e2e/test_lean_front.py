@@ -301,3 +301,38 @@ async def test_stopping_closes_idle_lean_connections(stack: Stack) -> None:
         assert not stack.front.connections
     finally:
         writer.close()
+
+
+async def test_tls_connections_are_served_lean_and_handed_over_mid_connection(stack: Stack) -> None:
+    """On the https listener too: X-Forwarded-Proto says https, and a hand-over keeps the TLS session."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert(f"{stack.agent.name}.localhost")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    tls_port = free_port()
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(stack.runner.server.tls_protocol, LOOPBACK, tls_port, ssl=server_context)
+    host = f"{stack.agent.name}.localhost:{tls_port}"
+    reader, writer = await asyncio.open_connection(
+        LOOPBACK, tls_port, ssl=client_context, server_hostname=f"{stack.agent.name}.localhost"
+    )
+    try:
+        heads = []
+        for method, extra, body in (("GET", [], b""), ("POST", [("Content-Length", "4")], b"body"), ("GET", [], b"")):
+            writer.write(build_request(method, "/tls", host, [("Connection", "keep-alive"), *extra], body))
+            opened = await asyncio.wait_for(
+                answer(stack.agent, ResponseHead(200, "OK", [("Content-Length", "2")]), b"ok"), STEP
+            )
+            heads.append(dict(opened.head.headers))
+            assert (await asyncio.wait_for(read_response(reader), STEP)).body == b"ok"
+        assert [h["X-Forwarded-Proto"] for h in heads] == ["https"] * 3
+        assert (stack.front.served, stack.front.handed_over) == (1, 1)  # the GET, then aiohttp from the POST on
+    finally:
+        writer.close()
+        listener.close()

@@ -85,10 +85,15 @@ class Forwarder:
         self.cors = cors
         self.public_url = public_url
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The loop streams arrive on, looked up once (``asyncio.create_task`` costs a getpid() syscall on 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, stream: MuxStream) -> None:
         """Handle a new stream in its own task; a reset from the relay cancels it."""
-        task = asyncio.create_task(self.handle(stream))
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = loop.create_task(self.handle(stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         stream.on_reset(lambda _error: task.cancel())
@@ -171,8 +176,13 @@ class Forwarder:
             stream.send_response(ResponseHead(204, "No Content", answer), end_stream=True)
             return
         body = None if stream.at_eof else _body(stream, exchange)
-        async with await self.local.request(head.method, head.target, headers, body) as response:
+        local = await self.local.request(head.method, head.target, headers, body)
+        try:
+            response = local.response
+            assert response is not None
             await self._relay_response(stream, exchange, response)
+        finally:
+            local.close()
 
     async def _relay_response(self, stream: MuxStream, exchange: Exchange, response: LocalResponse) -> None:
         """Send the local server's response head, then its body as it arrives (rewritten if asked)."""
@@ -214,7 +224,8 @@ class Forwarder:
                 return
             exchange.add_response_body(body)
             stream.send_response(ResponseHead(status, exchange.reason, pairs))
-            await stream.write(body, end=True)
+            if not stream.write_now(body, end=True):
+                await stream.write(body, end=True)
             return
         stream.send_response(ResponseHead(status, exchange.reason, pairs))
         if prefix:  # too big to rewrite: what we read goes out untouched

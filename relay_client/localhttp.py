@@ -71,6 +71,51 @@ class _Retry(Exception):
     """A reused connection turned out to be closed before it answered."""
 
 
+class _Slots:
+    """A counting limit on connections in use: taking a free slot is a plain call, not a coroutine.
+
+    Fair as ``asyncio.Semaphore``: while anyone waits, a newcomer waits behind them.
+    """
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self, timeout: float) -> None:
+        """Wait for a slot; TimeoutError after ``timeout`` seconds."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed to us as we gave up: pass it on
+            else:
+                waiter.cancel()
+                try:
+                    self.waiters.remove(waiter)
+                except ValueError:
+                    pass
+            raise
+
+    def release(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes straight to the longest waiter
+                return
+        self.free += 1
+
+
 class LocalResponse:
     """One response from the local server: head at once, body chunk by chunk."""
 
@@ -408,7 +453,7 @@ class LocalHttpPool:
             self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = _Slots(limit)
         self._closed = False
         #: Host header for requests that came without one.
         self.host_port = target.host_port
@@ -422,7 +467,8 @@ class LocalHttpPool:
     ) -> LocalExchange:
         """Send a request and wait for the response head; use the result with ``async with``."""
         head, chunked, expect = _request_head(method, target, headers, self.host_port, body is not None)
-        await self._free_slot()
+        if not self._slots.try_take():
+            await self._wait_for_slot()
         try:
             retried = False
             while True:
@@ -433,7 +479,7 @@ class LocalHttpPool:
                 self._busy.add(conn)
                 exchange = LocalExchange(self, conn)
                 try:
-                    await exchange.start(head, method == "HEAD", body, chunked, expect)
+                    exchange.response = await exchange.start(head, method == "HEAD", body, chunked, expect)
                     return exchange
                 except _Retry:
                     self._finish(conn)
@@ -449,13 +495,9 @@ class LocalHttpPool:
             self._slots.release()
             raise
 
-    async def _free_slot(self) -> None:
-        slots = self._slots
-        if not slots.locked():
-            await slots.acquire()  # free: no wait, no timer
-            return
+    async def _wait_for_slot(self) -> None:
         try:
-            await asyncio.wait_for(slots.acquire(), self.connection_wait)
+            await self._slots.take(self.connection_wait)
         except TimeoutError:
             raise LocalServerError(
                 f"all {self.limit} connections to the local server stayed busy for {self.connection_wait:g} s "
@@ -538,14 +580,15 @@ class LocalExchange:
         self.response: LocalResponse | None = None
         self._closed = False
 
-    async def start(
+    def start(
         self,
         head: bytes,
         head_only: bool,
         body: AsyncIterator[bytes | memoryview] | None,
         chunked: bool,
         expect: bool,
-    ) -> None:
+    ) -> asyncio.Future[LocalResponse]:
+        """Send the request head (the body follows in a task); the future is the response head."""
         conn = self._conn
         head_ready = conn.begin(head_only, expect)
         if conn.closed or conn.transport is None:
@@ -555,7 +598,7 @@ class LocalExchange:
             self._upload = conn.loop.create_task(self._send_body(body, chunked, expect))
             # A failed upload (the local server closed mid-body) shows as the response's error.
             self._upload.add_done_callback(_ignore_result)
-        self.response = await head_ready
+        return head_ready
 
     async def _send_body(self, body: AsyncIterator[bytes | memoryview], chunked: bool, expect: bool) -> None:
         conn = self._conn

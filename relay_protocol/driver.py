@@ -245,6 +245,21 @@ class MuxStream:
             if last:
                 return
 
+    def write_now(self, data: bytes, end: bool = False) -> bool:
+        """Send all of ``data`` without awaiting if credit and the send queue allow it.
+
+        False (nothing sent) when ``write`` would wait or raise: await ``write`` then.
+        """
+        mux = self._mux
+        session = mux.session
+        if self._error is not None or self._send_error is not None or mux._pending_too_high():
+            return False
+        if len(data) > session.send_window(self.id) or not session.is_open(self.id):
+            return False
+        session.send_data(self.id, data, end_stream=end)
+        mux._after_send(self.id)
+        return True
+
     def end(self) -> None:
         """Finish our half of the stream without more data (no-op once reset)."""
         if self._error is None and self._send_error is None:

@@ -13,6 +13,7 @@ import pytest
 
 from relay_protocol.driver import MessageReceiver, Multiplexer, MuxStream, TransportClosed
 from relay_protocol.heads import RequestHead, ResponseHead
+from relay_protocol.limits import MIN_WINDOW
 
 from .peers import connect
 from .test_driver import *  # noqa: F403  (each test runs again here, with this module's ``pair``)
@@ -189,3 +190,24 @@ async def test_a_local_close_flushes_goaway_then_closes_the_socket(pair):
     assert p.relay.close_reason == "agent stopping"
     assert p.agent.closed_locally
     await until(lambda: p.agent_transport.closed)
+
+
+async def test_write_now_sends_at_once_within_credit_and_leaves_the_rest_to_write(pair):
+    p = pair(relay_stream_window=MIN_WINDOW)
+    stream = p.relay.open_stream(RequestHead("GET", "/"), end_stream=True)
+    served = await p.accept()
+    served.send_response(ResponseHead(200, "OK"))
+    assert not served.write_now(b"x" * (MIN_WINDOW + 1))  # more than the window: nothing sent
+    assert served.write_now(b"small")
+    assert served.write_now(b" end", end=True)
+    assert await read_all(stream) == b"small end"
+    assert not served.write_now(b"after the end")  # closed: write() raises, write_now declines
+
+
+async def test_write_now_declines_on_a_reset_stream(pair):
+    p = pair()
+    stream = p.relay.open_stream(RequestHead("POST", "/"))
+    served = await p.accept()
+    stream.reset()
+    await until(lambda: served.error is not None)
+    assert not served.write_now(b"x")

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from enum import Enum
+from typing import NamedTuple
 
 import httptools
 from aiohttp.helpers import EMPTY_BODY_STATUS_CODES, rfc822_formatted_time
@@ -146,22 +147,102 @@ class _Exchange:
         self.finished = False
 
 
+class PlainRequest(NamedTuple):
+    """One whole request the lean front may take (what ``PlainRequestReader.read`` found)."""
+
+    method: str
+    target: str
+    host: str
+    raw: list[tuple[bytes, bytes]]
+    #: The headers decoded as aiohttp decodes them, and their names in lower case.
+    pairs: list[tuple[str, str]]
+    lowered: list[str]
+    #: The caller said ``Connection: close``.
+    close: bool
+
+
+class PlainRequestReader:
+    """llhttp over one connection's bytes: a ``PlainRequest``, or None for anything aiohttp must see.
+
+    None means: not exactly one whole request in the bytes; a body, an upgrade
+    or an expectation; malformed by llhttp's strict rules; not HTTP/1.1; not an
+    origin-form ASCII target; CONNECT; no Host, or a repeated singleton header
+    (aiohttp refuses those); a Connection header other than one ``close`` or
+    ``keep-alive``; more headers than aiohttp takes.  Kept apart from the
+    protocol so a test can hold it against aiohttp's own parser.
+    """
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._begun = 0
+        self._complete = 0
+        self._body = False
+
+    def read(self, data: bytes) -> PlainRequest | None:
+        """The one plain request ``data`` holds, or None (the parser is then of no further use)."""
+        self._url, self._headers, self._begun, self._complete, self._body = b"", [], 0, 0, False
+        parser = self._parser
+        try:
+            parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # malformed, or an upgrade: aiohttp answers
+            return None
+        raw = self._headers
+        url = self._url
+        if self._begun != 1 or self._complete != 1 or self._body or len(raw) > _MAX_LEAN_HEADERS:
+            return None
+        if parser.get_http_version() != "1.1" or not url.startswith(b"/") or not url.isascii():
+            return None
+        if url.startswith(_ACME_CHALLENGES):  # the TLS setup's middleware answers those
+            return None
+        method = parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            return None
+        pairs = decode_raw_headers(raw)
+        lowered = [name.lower() for name, _ in pairs]
+        if not _NOT_LEAN.isdisjoint(lowered) or "host" not in lowered:  # HTTP/1.1 without Host: aiohttp's 400
+            return None
+        if len(set(lowered)) != len(lowered) and any(lowered.count(name) > 1 for name in _SINGLETONS.intersection(lowered)):
+            return None
+        close = False
+        if "connection" in lowered:
+            if lowered.count("connection") > 1:
+                return None
+            option = _CONNECTION_OPTIONS.get(pairs[lowered.index("connection")][1].strip().lower())
+            if option is None:  # names other headers, or upgrades: aiohttp's
+                return None
+            close = option
+        host = pairs[lowered.index("host")][1]
+        return PlainRequest(method, url.decode("ascii"), host, raw, pairs, lowered, close)
+
+    # llhttp's callbacks
+    def on_message_begin(self) -> None:
+        self._begun += 1
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value.rstrip(b" \t")))  # llhttp keeps trailing whitespace; aiohttp does not
+
+    def on_body(self, body: bytes) -> None:
+        self._body = True
+
+    def on_message_complete(self) -> None:
+        self._complete += 1
+
+
 class PublicConnection(asyncio.Protocol):
     """One public connection, served here until a request needs aiohttp."""
 
     def __init__(self, front: LeanFront) -> None:
         self._front = front
         self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._reader = PlainRequestReader()
         self._peer = ""
         self._scheme = "http"
         self._loop = asyncio.get_running_loop()
-        # What the parser saw of the data being taken.
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._begun = 0
-        self._complete = 0
-        self._body = False
         #: The request being answered (one at a time, as HTTP/1.1 answers in order).
         self._exchange: _Exchange | None = None
         #: Bytes that came while a request was being answered (pipelined or sent ahead).
@@ -226,59 +307,13 @@ class PublicConnection(asyncio.Protocol):
         if drained is not None and not drained.done():
             drained.set_result(None)
 
-    # ------------------------------------------------------------ llhttp callbacks
-    def on_message_begin(self) -> None:
-        self._begun += 1
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        self._body = True
-
-    def on_message_complete(self) -> None:
-        self._complete += 1
-
     # ------------------------------------------------------------ taking a request
     def _take(self, data: bytes) -> bool:
         """Serve ``data`` here if it is exactly one plain request to a local tunnel; False: aiohttp's."""
-        self._url, self._headers, self._begun, self._complete, self._body = b"", [], 0, 0, False
-        parser = self._parser
-        try:
-            parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # malformed, or an upgrade: aiohttp answers
+        request = self._reader.read(data)
+        if request is None:
             return False
-        raw = self._headers
-        url = self._url
-        if self._begun != 1 or self._complete != 1 or self._body or len(raw) > _MAX_LEAN_HEADERS:
-            return False
-        if parser.get_http_version() != "1.1" or not url.startswith(b"/") or not url.isascii():
-            return False
-        if url.startswith(_ACME_CHALLENGES):  # the TLS setup's middleware answers those
-            return False
-        method = parser.get_method().decode("ascii")
-        if method == "CONNECT":
-            return False
-        pairs = decode_raw_headers(raw)
-        lowered = [name.lower() for name, _ in pairs]
-        if not _NOT_LEAN.isdisjoint(lowered):
-            return False
-        if len(set(lowered)) != len(lowered) and any(lowered.count(name) > 1 for name in _SINGLETONS.intersection(lowered)):
-            return False
-        try:
-            host = pairs[lowered.index("host")][1]
-        except ValueError:
-            return False
-        close = False
-        if "connection" in lowered:
-            if lowered.count("connection") > 1:
-                return False
-            close = _CONNECTION_OPTIONS.get(pairs[lowered.index("connection")][1].strip().lower())
-            if close is None:  # names other headers, or upgrades: aiohttp's
-                return False
+        method, url, host, raw, pairs, lowered, close = request
         front = self._front
         relay = front.relay
         config = front.config
@@ -292,7 +327,7 @@ class PublicConnection(asyncio.Protocol):
             return False
         if len(url) > config.max_url_bytes or sum(len(k) + len(v) for k, v in raw) > config.max_header_bytes:
             return False  # aiohttp's path answers 414/431 and counts the limit
-        self._open(tunnel, method, url.decode("ascii"), pairs, lowered, close)
+        self._open(tunnel, method, url, pairs, lowered, close)
         front.served += 1
         return True
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import struct
 from collections import deque
 
 from websockets.asyncio.client import ClientConnection
-from websockets.frames import Opcode
+from websockets.frames import Opcode, apply_mask  # the C speedup, when websockets has it built
 from websockets.protocol import CLOSED, OPEN
 
 from relay_protocol.driver import MessageReceiver, TransportClosed
@@ -113,8 +114,13 @@ class ClientWebsocket(asyncio.Protocol):
         protocol = self.protocol
         if protocol.state is not OPEN:
             raise TransportClosed(str(protocol.close_exc) if protocol.state is CLOSED else "connection closing")
-        protocol.send_binary(data)
-        self._write_out()
+        if protocol.extensions:  # none is negotiated (compression is off); if one were, it frames the message
+            protocol.send_binary(data)
+            self._write_out()
+            return
+        if protocol.writes:
+            self._write_out()  # control frames queued before (a pong) keep their place
+        self.transport.writelines(masked_binary_frame(data))
 
     def start_close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame (once); the socket is dropped if the relay does not finish within the close timeout."""
@@ -292,3 +298,23 @@ class ClientWebsocket(asyncio.Protocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def masked_binary_frame(data: bytes | memoryview) -> tuple[bytes, bytes]:
+    """Head and masked payload of one final binary frame from a client (RFC 6455 section 5.2).
+
+    What ``websockets.frames.Frame.serialize`` makes for a message with no
+    extension, in two pieces for ``writelines``: it assembles the frame in a
+    ``BytesIO`` and copies the payload twice more (into it, then out), which
+    was a tenth of the agent's CPU on a download.  The mask still comes from
+    ``secrets`` and the masking is websockets' own ``apply_mask``.
+    """
+    length = len(data)
+    mask = secrets.token_bytes(4)
+    if length < 126:
+        head = struct.pack("!BB", 0x82, 0x80 | length)
+    elif length < 65536:
+        head = struct.pack("!BBH", 0x82, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", 0x82, 0x80 | 127, length)
+    return head + mask, apply_mask(data, mask)

@@ -178,3 +178,26 @@ async def test_writable_follows_the_sockets_flow_control(server):
     link.resume_writing()
     assert link.writable and receiver.writable_calls == 1
     await link.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_a_masked_binary_frame_is_what_websockets_reads_back(size: int) -> None:
+    """Our two-piece frame parses, with websockets' own reader on the server side, to the same message."""
+    import os
+
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    from relay_client.ws_transport import masked_binary_frame
+
+    data = os.urandom(size)
+    head, payload = masked_binary_frame(data)
+    assert head[1] & 0x80 and (size == 0 or payload != data)  # masked (random data almost never masks to itself)
+    reader = StreamReader()
+    reader.feed_data(head + payload)
+    parser = Frame.parse(reader.read_exact, mask=True)
+    with pytest.raises(StopIteration) as done:
+        next(parser)
+    frame = done.value.value
+    assert (frame.opcode, frame.fin, frame.data) == (Opcode.BINARY, True, data)
+    assert masked_binary_frame(data)[0][-4:] != head[-4:]  # a fresh mask per frame

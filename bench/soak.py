@@ -547,6 +547,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.traffic_tunnels < 1 or args.agents < 2 or args.minutes <= 0:
         parser.error("need --traffic-tunnels >= 1, --agents >= 2 and --minutes > 0")
+    if args.minutes * 60 < args.warmup + 3 * args.interval:
+        parser.error(
+            f"--minutes {args.minutes:g} leaves no samples after the {args.warmup:g} s warm-up: the verdict needs "
+            f"at least {(args.warmup + 3 * args.interval) / 60:.2f} minutes (or a shorter --warmup)"
+        )
     try:
         return asyncio.run(orchestrate(args))
     except (RuntimeError, OSError) as exc:

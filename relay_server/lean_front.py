@@ -129,7 +129,7 @@ class LeanFront:
 class _Exchange:
     """One request served here, from its head to the end of its response."""
 
-    __slots__ = ("stream", "tunnel", "meter", "method", "path", "accept", "close", "key", "task", "finished")
+    __slots__ = ("accept", "close", "finished", "key", "meter", "method", "path", "stream", "task", "tunnel")
 
     def __init__(
         self, stream: MuxStream, tunnel: Tunnel, meter: RequestMeter, method: str, path: str, accept: str, close: bool

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from security.rogue_agent import RogueAgent
+from support.clients import RawResponse, build_request, raw_request, read_response
+from support.ports import LOOPBACK, free_port
 
 from relay_protocol import ErrorCode, ResponseHead
 from relay_protocol.events import StreamOpened, StreamReset
@@ -29,9 +32,6 @@ from relay_server.config import RelayConfig
 from relay_server.lean_front import LeanFront
 from relay_server.observer import RelayObserver, RequestRecord
 from relay_server.publiclimits import GuardedRunner
-from security.rogue_agent import RogueAgent
-from support.clients import RawResponse, build_request, raw_request, read_response
-from support.ports import LOOPBACK, free_port
 
 STEP = 10.0
 
@@ -242,7 +242,7 @@ async def test_a_request_sent_ahead_waits_for_the_answer_before_it(stack: Stack)
 
 
 async def test_a_caller_who_leaves_resets_the_stream_at_the_agent(stack: Stack) -> None:
-    reader, writer = await asyncio.open_connection(LOOPBACK, stack.port)
+    _reader, writer = await asyncio.open_connection(LOOPBACK, stack.port)
     writer.write(build_request("GET", "/slow", stack.host, [("Connection", "keep-alive")]))
     opened = await asyncio.wait_for(stack.agent.next_open(), STEP)
     writer.close()

@@ -67,11 +67,15 @@ class Pair:
 
     def __init__(self, **windows: int) -> None:
         link = connect(**windows)
-        self.relay_transport, self.agent_transport = transport_pair()
+        self.relay_transport, self.agent_transport = self.transports()
         self.accepted: asyncio.Queue[MuxStream] = asyncio.Queue()
         self.relay = Multiplexer(link.relay, self.relay_transport)
         self.agent = Multiplexer(link.agent, self.agent_transport, self.accepted.put_nowait)
         self.tasks = [asyncio.create_task(self.relay.run()), asyncio.create_task(self.agent.run())]
+
+    def transports(self) -> tuple[MemoryTransport, MemoryTransport]:
+        """The relay's end and the agent's end (``test_driver_push`` gives the agent a pushed one)."""
+        return transport_pair()
 
     async def accept(self) -> MuxStream:
         return await asyncio.wait_for(self.accepted.get(), 2)

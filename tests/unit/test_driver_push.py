@@ -17,7 +17,7 @@ from relay_protocol.limits import MIN_WINDOW
 
 from .peers import connect
 from .test_driver import *  # noqa: F403  (each test runs again here, with this module's ``pair``)
-from .test_driver import MemoryTransport, read_all, until
+from .test_driver import MemoryTransport, Pair, read_all, until
 
 
 class PushMemoryTransport:
@@ -89,26 +89,14 @@ class PushMemoryTransport:
         self.start_close(code, reason)
 
 
-class PushPair:
+class PushPair(Pair):
     """A relay multiplexer (pulled transport) and an agent multiplexer (pushed transport)."""
 
-    def __init__(self, **windows: int) -> None:
-        link = connect(**windows)
-        self.relay_transport = MemoryTransport()
-        self.agent_transport = PushMemoryTransport()
-        self.relay_transport.peer = self.agent_transport  # type: ignore[assignment]
-        self.agent_transport.peer = self.relay_transport
-        self.accepted: asyncio.Queue[MuxStream] = asyncio.Queue()
-        self.relay = Multiplexer(link.relay, self.relay_transport)
-        self.agent = Multiplexer(link.agent, self.agent_transport, self.accepted.put_nowait)
-        self.tasks = [asyncio.create_task(self.relay.run()), asyncio.create_task(self.agent.run())]
-
-    async def accept(self) -> MuxStream:
-        return await asyncio.wait_for(self.accepted.get(), 2)
-
-    async def aclose(self) -> None:
-        await self.relay_transport.close()
-        await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 5)
+    def transports(self) -> tuple[MemoryTransport, PushMemoryTransport]:  # type: ignore[override]
+        relay_end, agent_end = MemoryTransport(), PushMemoryTransport()
+        relay_end.peer = agent_end  # type: ignore[assignment]
+        agent_end.peer = relay_end
+        return relay_end, agent_end
 
 
 @pytest.fixture

@@ -287,7 +287,7 @@ class PublicConnection(asyncio.Protocol):
             self._idle_timer = None
         drained = self._drained
         if drained is not None and not drained.done():
-            drained.set_exception(ConnectionResetError("public client went away"))
+            drained.cancel()  # the body copy waiting on it ends (its task is cancelled below too)
         exchange = self._exchange
         if exchange is not None:
             exchange.meter.failed("public client went away")

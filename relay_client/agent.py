@@ -67,7 +67,7 @@ class Agent:
     async def run(self) -> None:
         """Serve until ``stop()``; raise FatalError (or RetryableError before the first connect)."""
         ssl_context = self._ssl_context()
-        async with make_local_session(LoopbackResolver()) as http:
+        async with make_local_session(LoopbackResolver(), limit=self.config.local_connections) as http:
             self.local_session = http
             forwarder = Forwarder(
                 self.config.target,
@@ -78,6 +78,7 @@ class Agent:
                 rewrite_urls=self.config.rewrite_urls,
                 cors=self.config.cors,
                 public_url=lambda: self.state.public_url,
+                local_connections=self.config.local_connections,
             )
             try:
                 await self._loop(forwarder, ssl_context)

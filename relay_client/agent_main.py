@@ -45,8 +45,38 @@ def _echo_err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def fit_open_files(connections: int) -> str | None:
+    """Raise the soft open-file limit to what ``connections`` local connections may need; a warning if it cannot.
+
+    Plain requests and websocket upgrades each may hold up to ``connections``
+    sockets to the local server, and the agent needs a few more of its own.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return None
+    need = 2 * connections + 128
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return None
+    wanted = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        wanted = soft
+    if wanted >= need:
+        return None
+    return (
+        f"the open-file limit ({wanted}) is below the {need} that {connections} local connections may need; "
+        "raise it (ulimit -n) or lower --local-connections"
+    )
+
+
 def run_agent(spec: RunSpec) -> None:
     """Run until SIGINT/SIGTERM; AgentError when the tunnel cannot be kept (the caller prints it)."""
+    shortfall = fit_open_files(spec.config.local_connections)
+    if shortfall is not None:
+        _echo_err(f"relay-client: warning: {shortfall}")
     origin = spec.config.target.origin
     console = ConsoleLog(fmt=spec.log_format, verbose=spec.verbose, host_header=spec.host_header, local_url=origin)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from relay_client import __version__
-from relay_client.settings import SHUTDOWN_GRACE, AgentConfig
+from relay_client.settings import LOCAL_CONNECTION_LIMIT, SHUTDOWN_GRACE, AgentConfig
 from relay_client.agent_main import RunSpec, configure_logging, run_agent
 from relay_client.check import register as register_check
 from relay_client.inspector.address import DEFAULT_INSPECT_HOST, DEFAULT_INSPECT_PORT, parse_inspect_addr
@@ -78,6 +78,14 @@ def http(
         float,
         typer.Option(min=0, help="Seconds requests in flight get to finish on Ctrl-C/SIGTERM (a second Ctrl-C quits at once)."),
     ] = SHUTDOWN_GRACE,
+    local_connections: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Most connections to the local server at once; each request in flight holds one, "
+            "an SSE stream or websocket for as long as it lasts (raise it for many MCP clients).",
+        ),
+    ] = LOCAL_CONNECTION_LIMIT,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Also print every request and response head.")
     ] = False,
@@ -116,6 +124,7 @@ def http(
         basic_auth=basic_auth,
         allow_ip=list(allow_ip or []),
         shutdown_grace=shutdown_grace,
+        local_connections=local_connections,
     )
 
     inspect_at: tuple[str, int] | None = None

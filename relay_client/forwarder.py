@@ -46,9 +46,11 @@ _NO_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Conten
 _BODYLESS = frozenset({204, 304})
 
 
-def make_local_session(resolver: aiohttp.abc.AbstractResolver | None = None) -> aiohttp.ClientSession:
+def make_local_session(
+    resolver: aiohttp.abc.AbstractResolver | None = None, limit: int = LOCAL_CONNECTION_LIMIT
+) -> aiohttp.ClientSession:
     """The aiohttp session for websocket upgrades and the inspector's replay (plain requests use the pool)."""
-    connector = aiohttp.TCPConnector(limit=LOCAL_CONNECTION_LIMIT, resolver=resolver, ttl_dns_cache=60)
+    connector = aiohttp.TCPConnector(limit=limit, resolver=resolver, ttl_dns_cache=60)
     return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
@@ -72,12 +74,13 @@ class Forwarder:
         rewrite_urls: bool = False,
         cors: bool = False,
         public_url: Callable[[], str | None] = lambda: None,
+        local_connections: int = LOCAL_CONNECTION_LIMIT,
     ) -> None:
         self.target = target
         #: Websocket upgrades (and the inspector's replay) use the aiohttp session.
         self.session = session
         #: Every other request goes through the lean keep-alive pool.
-        self.local = LocalHttpPool(target)
+        self.local = LocalHttpPool(target, limit=local_connections)
         self.observers = list(observers)
         self.host_header = host_header
         self.capture_limit = capture_limit

@@ -23,12 +23,11 @@ from collections.abc import AsyncIterator, Sequence
 
 import httptools
 
+from relay_client.settings import LOCAL_CONNECTION_LIMIT  # the default; --local-connections sets the agent's
 from relay_client.target import LocalTarget, is_localhost
 from relay_protocol.httpheaders import decode_raw_headers
 from relay_protocol.limits import MAX_HEAD_SIZE, MAX_HEADER_COUNT
 
-#: Connections kept open to the local server (requests past this wait for one).
-LOCAL_CONNECTION_LIMIT = 256
 
 #: How long a request waits for a free connection when all are busy (long responses
 #: such as SSE hold one each) before it fails with a message that says so.

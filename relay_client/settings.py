@@ -16,6 +16,11 @@ from relay_client.target import LocalTarget
 #: Seconds requests in flight get to finish after Ctrl-C / SIGTERM before the agent cuts them off.
 SHUTDOWN_GRACE = 10.0
 
+#: Connections the agent keeps open to the local server at most (``--local-connections``);
+#: requests past this wait for one.  Each request in flight holds one, a long one (an SSE
+#: stream, a websocket) for as long as it lasts.
+LOCAL_CONNECTION_LIMIT = 256
+
 
 @dataclass(slots=True)
 class AgentConfig:
@@ -37,6 +42,8 @@ class AgentConfig:
     allow_ip: list[str] = field(default_factory=list)
     #: Seconds ``stop()`` lets requests in flight finish before cutting them off.
     shutdown_grace: float = SHUTDOWN_GRACE
+    #: Connections to the local server at most (plain requests and websockets each).
+    local_connections: int = LOCAL_CONNECTION_LIMIT
 
     def relay_options(self) -> dict:
         """Access rules for the relay to enforce, as HELLO options."""

@@ -7,8 +7,10 @@ import secrets
 import time
 
 import aiohttp
+import pytest
 
-from support.localrelay import Agent, Origin
+from support.localrelay import Agent, Origin, Relay, start_agent
+from support.processes import ProcessGroup
 
 #: How many requests are in flight together.
 CONCURRENT_REQUESTS = 200
@@ -65,3 +67,76 @@ async def test_a_slow_request_does_not_hold_up_a_fast_one_on_the_same_tunnel(
     assert status == 200
     assert text == "slept 3"
     assert slow_elapsed >= 2.9
+
+
+async def _started(client: aiohttp.ClientSession, origin: Origin, ident: str) -> bool:
+    async with client.get(f"{origin.url}/_o/seen?id={ident}") as seen:
+        return (await seen.json())["started"]
+
+
+async def _wait_started(client: aiohttp.ClientSession, origin: Origin, ident: str, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not await _started(client, origin, ident):
+        assert time.monotonic() < deadline, f"{what} never reached the origin"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+async def test_local_connections_caps_the_requests_the_local_server_sees_at_once(
+    processes: ProcessGroup, relay: Relay, origin: Origin, client: aiohttp.ClientSession, limit: int
+) -> None:
+    """``--local-connections N``: with N streams held open, the next request waits for one to end."""
+    agent = start_agent(
+        processes, relay, str(origin.port), relay.token, f"cap{limit}{secrets.token_hex(3)}",
+        extra=("--local-connections", str(limit)),
+    )
+    idents = [secrets.token_hex(6) for _ in range(limit + 1)]
+
+    async def drip(ident: str) -> bytes:
+        async with client.get(f"{agent.public_url}/_o/drip?id={ident}") as response:
+            assert response.status == 200
+            return await response.read()
+
+    streams = [asyncio.create_task(drip(ident)) for ident in idents[:limit]]
+    try:
+        for ident in idents[:limit]:
+            await _wait_started(client, origin, ident, "a held stream")
+        waiting = asyncio.create_task(drip(idents[limit]))
+        streams.append(waiting)
+        await asyncio.sleep(1.0)
+        assert not await _started(client, origin, idents[limit]), "a request got past the connection limit"
+        async with client.get(f"{origin.url}/_o/release?id={idents[0]}") as released:
+            assert released.status == 200
+        assert await asyncio.wait_for(streams[0], 10) == b'{"part":"first"}\n{"part":"second"}\n'
+        await _wait_started(client, origin, idents[limit], "the waiting request, once a connection was free")
+        for ident in idents[1:]:
+            async with client.get(f"{origin.url}/_o/release?id={ident}"):
+                pass
+        bodies = await asyncio.wait_for(asyncio.gather(*streams[1:]), 10)
+        assert bodies == [b'{"part":"first"}\n{"part":"second"}\n'] * limit
+    finally:
+        for stream in streams:
+            stream.cancel()
+
+
+async def test_by_default_many_streams_reach_the_local_server_at_once(
+    agent: Agent, origin: Origin, client: aiohttp.ClientSession
+) -> None:
+    """The counterpart: the shared agent (256 connections) lets three held streams through together."""
+    idents = [secrets.token_hex(6) for _ in range(3)]
+
+    async def drip(ident: str) -> bytes:
+        async with client.get(f"{agent.public_url}/_o/drip?id={ident}") as response:
+            return await response.read()
+
+    streams = [asyncio.create_task(drip(ident)) for ident in idents]
+    try:
+        for ident in idents:
+            await _wait_started(client, origin, ident, "a held stream")
+        for ident in idents:
+            async with client.get(f"{origin.url}/_o/release?id={ident}"):
+                pass
+        assert await asyncio.wait_for(asyncio.gather(*streams), 10) == [b'{"part":"first"}\n{"part":"second"}\n'] * 3
+    finally:
+        for stream in streams:
+            stream.cancel()

@@ -500,7 +500,8 @@ class LocalHttpPool:
         except TimeoutError:
             raise LocalServerError(
                 f"all {self.limit} connections to the local server stayed busy for {self.connection_wait:g} s "
-                "(each open request or stream, such as an SSE response, holds one)"
+                "(each open request or stream, such as an SSE response, holds one; "
+                "relay-client http --local-connections allows more)"
             ) from None
 
     def _take_idle(self) -> _Connection | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,18 @@ from relay_protocol.heads import RequestHead, ResponseHead
 from relay_protocol.limits import MIN_WINDOW
 
 from .peers import KIB, connect
+
+
+def deliver(end: Any, data: bytes) -> None:
+    """Send ``data`` from ``end`` to its peer's inbox, as a socket would (lost if ``end`` is a black hole)."""
+    if end.closed:
+        raise TransportClosed("closed")
+    assert end.peer is not None
+    if end.black_hole:
+        return
+    message = bytes(data)
+    end.peer.in_flight += len(message)
+    end.peer.inbox.put_nowait(message)
 
 
 class MemoryTransport:
@@ -31,14 +45,7 @@ class MemoryTransport:
         self.black_hole = False
 
     async def send(self, data: bytes) -> None:
-        if self.closed:
-            raise TransportClosed("closed")
-        assert self.peer is not None
-        if self.black_hole:
-            return
-        message = bytes(data)
-        self.peer.in_flight += len(message)
-        self.peer.inbox.put_nowait(message)
+        deliver(self, data)
         await asyncio.sleep(0)  # a real socket yields to the loop too
 
     async def recv(self) -> bytes | None:
@@ -85,18 +92,25 @@ class Pair:
         await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 5)
 
 
-@pytest.fixture
-async def pair():
+@asynccontextmanager
+async def pairs_of(kind: type[Pair]) -> AsyncIterator[Callable[..., Pair]]:
+    """A maker of ``kind`` pairs; every pair made is closed at the end."""
     created: list[Pair] = []
 
     def make(**windows: int) -> Pair:
-        p = Pair(**windows)
+        p = kind(**windows)
         created.append(p)
         return p
 
     yield make
     for p in created:
         await p.aclose()
+
+
+@pytest.fixture
+async def pair():
+    async with pairs_of(Pair) as make:
+        yield make
 
 
 async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:

@@ -17,7 +17,7 @@ from relay_protocol.limits import MIN_WINDOW
 
 from .peers import connect
 from .test_driver import *  # noqa: F403  (each test runs again here, with this module's ``pair``)
-from .test_driver import MemoryTransport, Pair, read_all, until
+from .test_driver import MemoryTransport, Pair, deliver, pairs_of, read_all, until
 
 
 class PushMemoryTransport:
@@ -59,12 +59,7 @@ class PushMemoryTransport:
         if self.closed:
             raise TransportClosed("closed")
         assert self.writable, "written while the transport said it was full"
-        assert self.peer is not None
-        if self.black_hole:
-            return
-        message = bytes(data)
-        self.peer.in_flight += len(message)
-        self.peer.inbox.put_nowait(message)
+        deliver(self, data)
 
     def start_close(self, code: int = 1000, reason: str = "") -> None:
         self.close_calls += 1
@@ -101,16 +96,8 @@ class PushPair(Pair):
 
 @pytest.fixture
 async def pair():
-    created: list[PushPair] = []
-
-    def make(**windows: int) -> PushPair:
-        p = PushPair(**windows)
-        created.append(p)
-        return p
-
-    yield make
-    for p in created:
-        await p.aclose()
+    async with pairs_of(PushPair) as make:
+        yield make
 
 
 async def test_the_agent_multiplexer_is_driven_by_callbacks(pair):

@@ -74,8 +74,8 @@ def forwarded_headers(
     """
     prior_for = prior_proto = None
     if config.is_trusted_proxy(peer):
-        prior_for = _first(pairs, lowered, "x-forwarded-for")
-        prior_proto = _first(pairs, lowered, "x-forwarded-proto")
+        prior_for = first_header(pairs, lowered, "x-forwarded-for")
+        prior_proto = first_header(pairs, lowered, "x-forwarded-proto")
         dropped = _HOP_AND_PRIOR_PROXY | drop if drop else _HOP_AND_PRIOR_PROXY
     else:
         dropped = _HOP_AND_FORWARDED | drop if drop else _HOP_AND_FORWARDED
@@ -85,11 +85,11 @@ def forwarded_headers(
     headers.append(("X-Forwarded-For", f"{prior_for}, {peer}" if prior_for else peer))
     headers.append(("X-Forwarded-Proto", prior_proto or scheme))
     if "x-forwarded-host" in dropped or "x-forwarded-host" not in lowered:
-        headers.append(("X-Forwarded-Host", _first(pairs, lowered, "host") or ""))
+        headers.append(("X-Forwarded-Host", first_header(pairs, lowered, "host") or ""))
     return headers
 
 
-def _first(pairs: list[tuple[str, str]], lowered: list[str], name: str) -> str | None:
+def first_header(pairs: list[tuple[str, str]], lowered: list[str], name: str) -> str | None:
     """The value of the first header called ``name`` (lower case), as aiohttp's ``headers.get`` gives it."""
     try:
         return pairs[lowered.index(name)][1]

@@ -42,7 +42,14 @@ from relay_protocol.heads import RequestHead, ResponseHead
 from relay_protocol.httpheaders import decode_raw_headers, strip_hop_by_hop
 from relay_server.access import forwarded_client
 from relay_server.app import Relay
-from relay_server.front import busy_error, forwarded_headers, offline_error, stream_failure, timeout_error
+from relay_server.front import (
+    busy_error,
+    first_header,
+    forwarded_headers,
+    offline_error,
+    stream_failure,
+    timeout_error,
+)
 from relay_server.metering import CLIENT_CLOSED, RequestMeter
 from relay_server.observer import RequestRecord
 from relay_server.pages import error_body
@@ -341,12 +348,12 @@ class PublicConnection(asyncio.Protocol):
         peer = self._peer
         client = peer
         if config.is_trusted_proxy(peer):
-            client = forwarded_client(peer, _first(pairs, lowered, "x-forwarded-for"), config)
+            client = forwarded_client(peer, first_header(pairs, lowered, "x-forwarded-for") or "", config)
         meter = RequestMeter(tunnel.name, client, relay.observer)
         relay.observer.request_started(tunnel.name)
         tunnel.requests += 1
         head = RequestHead(method, target, forwarded_headers(pairs, lowered, peer, config, self._scheme), peer)
-        accept = _first(pairs, lowered, "accept")
+        accept = first_header(pairs, lowered, "accept") or ""
         path = target.partition("?")[0]  # queries carry secrets: never logged
         try:
             stream = tunnel.mux.open_stream(head, end_stream=True)
@@ -610,13 +617,6 @@ def _response_head(method: str, head: ResponseHead, close: bool) -> tuple[bytes,
     lines.extend(f"{name}: {value}\r\n" for name, value in headers)
     lines.append("\r\n")
     return "".join(lines).encode(), framing, length
-
-
-def _first(pairs: list[tuple[str, str]], lowered: list[str], name: str) -> str:
-    try:
-        return pairs[lowered.index(name)][1]
-    except ValueError:
-        return ""
 
 
 def _record(meter: RequestMeter, method: str, path: str) -> RequestRecord:

@@ -121,6 +121,14 @@ def serve(
         Optional[list[str]],
         typer.Option("--trusted-proxy", help="CIDR of a proxy in front of the relay whose X-Forwarded-* to keep (repeatable)."),
     ] = None,
+    proxy_protocol: Annotated[
+        bool,
+        typer.Option(
+            "--proxy-protocol",
+            help="A TCP load balancer (one of --trusted-proxy) opens every public connection with a PROXY header "
+            "(v1 or v2) naming the client; connections without one are closed.",
+        ),
+    ] = False,
     public_port: Annotated[
         Optional[int], typer.Option(min=1, max=65535, help="Port shown in public URLs, if a proxy maps another port to ours.")
     ] = None,
@@ -226,6 +234,8 @@ def serve(
         proxies = [ipaddress.ip_network(c, strict=False) for c in trusted_proxy or []]
     except ValueError as exc:
         _fail(f"--trusted-proxy: {exc}", 2)
+    if proxy_protocol and not proxies:
+        _fail("--proxy-protocol needs --trusted-proxy naming the load balancer's addresses", 2)
     domain = domain.strip().lower().rstrip(".")
     if not domain or "/" in domain or ":" in domain:
         _fail(f"--domain must be a host name like example.com, not {domain!r}", 2)
@@ -261,6 +271,7 @@ def serve(
         open=open_relay,
         response_timeout=response_timeout,
         trusted_proxies=proxies,
+        proxy_protocol=proxy_protocol,
         public_port=public_port,
         max_streams=max_streams,
         max_url_bytes=max_url_bytes,

@@ -75,6 +75,8 @@ class RelayConfig:
     response_timeout: float = DEFAULT_RESPONSE_TIMEOUT
     #: Proxies whose X-Forwarded-For chain we extend instead of replacing.
     trusted_proxies: list[IPNetwork] = field(default_factory=list)
+    #: Public connections come from a TCP balancer (one of ``trusted_proxies``) opening each with a PROXY header.
+    proxy_protocol: bool = False
     #: Port shown in public URLs (when a proxy or NAT maps another port to ours).
     public_port: int | None = None
     max_streams: int = DEFAULT_MAX_STREAMS

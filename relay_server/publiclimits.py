@@ -177,15 +177,17 @@ class _GuardedServer(Server):
         super().__init__(*args, **kwargs)
         self._guard = {"header_timeout": header_timeout, "observer": observer}
         self.lean = lean(self.aiohttp_protocol) if lean is not None else None
+        #: With --proxy-protocol: wraps the http listener's protocol in one that reads the PROXY header first.
+        self.proxied: Callable[[Callable[[], asyncio.Protocol]], asyncio.Protocol] | None = None
 
     def tls_protocol(self) -> asyncio.Protocol:
-        """The protocol for a connection on the https listener."""
+        """The protocol for a connection on the https listener (which reads any PROXY header itself)."""
         lean = self.lean
         return lean.tls_protocol() if lean is not None else self.aiohttp_protocol()
 
     def __call__(self) -> asyncio.Protocol:
-        lean = self.lean
-        return lean() if lean is not None else self.aiohttp_protocol()
+        make: Callable[[], asyncio.Protocol] = self.lean if self.lean is not None else self.aiohttp_protocol
+        return self.proxied(make) if self.proxied is not None else make()
 
     def aiohttp_protocol(self) -> RequestHandler:
         """aiohttp's protocol for one connection (TLS connections, and those the lean front hands over)."""

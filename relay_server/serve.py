@@ -130,6 +130,10 @@ async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> None
         max_field_size=config.max_header_bytes + PARSER_SLACK,
     )
     await runner.setup()
+    if config.proxy_protocol:  # a TCP balancer in front: each connection opens with the client's address
+        from relay_server.proxied import ProxyHeaderReader
+
+        runner.server.proxied = lambda inner: ProxyHeaderReader(inner, config)  # type: ignore[union-attr]
     try:
         if config.http_port:
             site = web.TCPSite(

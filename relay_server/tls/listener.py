@@ -189,10 +189,21 @@ class _Listening:
 class TLSSite(web.BaseSite):
     """An aiohttp site speaking TLS with a context chosen per connection by ``resolve``."""
 
-    __slots__ = ("_host", "_port", "_resolve", "_pending", "_bound_port")
+    __slots__ = ("_bound_port", "_host", "_pending", "_port", "_proxy_from", "_resolve")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, resolve: Resolver, *, backlog: int = 1024) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        resolve: Resolver,
+        *,
+        backlog: int = 1024,
+        proxy_from: Callable[[str], bool] | None = None,
+    ) -> None:
         super().__init__(runner, backlog=backlog)
+        #: With --proxy-protocol: which peers may connect (each opens with a PROXY header before TLS).
+        self._proxy_from = proxy_from
         self._host = host
         self._port = port
         self._resolve = resolve
@@ -251,7 +262,20 @@ class TLSSite(web.BaseSite):
         """Peek, resolve, hand over; any failure before the hand-over just closes the socket."""
         peer = _peer(conn)
         handed_over = False
+        client: tuple[str, int] | None = None
         try:
+            if self._proxy_from is not None:  # a TCP balancer in front: its PROXY header comes before TLS
+                from relay_server.proxied import read_proxy_header
+                from relay_server.proxyheader import ProxyHeaderError
+
+                if not self._proxy_from(peer.rsplit(":", 1)[0]):
+                    log.info("closed a connection from %s: --proxy-protocol takes connections from --trusted-proxy only", peer)
+                    return
+                try:
+                    client = await read_proxy_header(conn)
+                except (ProxyHeaderError, TimeoutError, OSError) as exc:
+                    log.info("closed a connection from %s: %s", peer, exc or type(exc).__name__)
+                    return
             try:
                 hello = await peek_client_hello(conn)
             except NotTLS as exc:
@@ -270,6 +294,10 @@ class TLSSite(web.BaseSite):
             if server is None:  # shutting down
                 return
             server = getattr(server, "tls_protocol", server)  # the relay's server (GuardedRunner) has one
+            if client is not None:
+                from relay_server.proxied import addressed
+
+                server = addressed(server, client)  # its protocols see the client the balancer named
             loop = asyncio.get_running_loop()
             handed_over = True
             try:

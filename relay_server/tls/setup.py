@@ -48,7 +48,11 @@ class TLSRuntime:
     def site(self, runner: web.BaseRunner) -> TLSSite:
         """The TLS listener on ``--host``/``--https-port``."""
         assert self.config.https_port is not None
-        return TLSSite(runner, self.config.host, self.config.https_port, self.resolver)
+        config = self.config
+        return TLSSite(
+            runner, config.host, config.https_port, self.resolver,  # type: ignore[arg-type]
+            proxy_from=config.is_trusted_proxy if config.proxy_protocol else None,
+        )
 
     async def start(self) -> None:
         """Serve stored certificates, start the first orders and the renewal loop."""

@@ -209,3 +209,23 @@ async def test_over_tls_through_haproxy_the_local_server_sees_the_clients_addres
     for info in infos:
         assert forwarded_for(info) == [CLIENT]
         assert [v for k, v in info["headers"] if k.lower() == "x-forwarded-proto"] == ["https"]
+
+
+async def test_a_malformed_or_missing_header_from_the_balancer_closes_the_connection(stack: Stack) -> None:
+    """From the trusted address too: a header that does not parse, or none within 5 s, and the connection goes."""
+    host = f"{stack.name}.localhost:{stack.relay_port}"
+    malformed = b"PROXY TCP4 203.0.113.7 10.0.0.1 99999 80\r\n"
+    assert await exchange(stack.relay_port, build_request("GET", "/bad", host), source=LOOPBACK, preamble=malformed) is None
+    sock = socket.socket()
+    sock.bind((LOOPBACK, 0))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await asyncio.wait_for(loop.sock_connect(sock, (LOOPBACK, stack.relay_port)), STEP)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(b"PROXY TCP4 203.0.113.7")  # and then nothing more
+        started = loop.time()
+        assert await asyncio.wait_for(reader.read(), STEP) == b""  # closed, no answer
+        assert 4.0 <= loop.time() - started < STEP
+    finally:
+        writer.close()

@@ -50,8 +50,7 @@ from relay_server.front import (
     stream_failure,
     timeout_error,
 )
-from relay_server.metering import CLIENT_CLOSED, RequestMeter
-from relay_server.observer import RequestRecord
+from relay_server.metering import RequestMeter
 from relay_server.pages import error_body
 from relay_server.publiclimits import KEEPALIVE_TIMEOUT
 from relay_server.tunnel import Tunnel
@@ -531,7 +530,7 @@ class PublicConnection(asyncio.Protocol):
     ) -> None:
         """The stream could not open: answer at once and record the request."""
         self._write_error(meter, accept, close, failure)
-        self._front.relay.observer.request_finished(_record(meter, method, path))
+        self._front.relay.observer.request_finished(meter.record(method, path))
         if close and self.transport is not None:
             self.transport.close()
 
@@ -544,7 +543,7 @@ class PublicConnection(asyncio.Protocol):
         exchange.tunnel.deadlines.done(exchange.stream)
         relay = self._front.relay
         relay.left(exchange.key)
-        relay.observer.request_finished(_record(exchange.meter, exchange.method, exchange.path))
+        relay.observer.request_finished(exchange.meter.record(exchange.method, exchange.path))
         if self._exchange is exchange:
             self._exchange = None
         self._idle_since = self._loop.time()
@@ -591,22 +590,22 @@ def _response_head(method: str, head: ResponseHead, close: bool) -> tuple[bytes,
     headers = strip_hop_by_hop(head.headers)
     lowered = [name.lower() for name, _ in headers]
     length = 0
+    drop_length = False  # a Content-Length the caller must not see
     if status in EMPTY_BODY_STATUS_CODES or method == "HEAD":
         framing = _Framing.EMPTY
-        if status in EMPTY_BODY_STATUS_CODES and "content-length" in lowered:
-            headers = [pair for lname, pair in zip(lowered, headers) if lname != "content-length"]
-            lowered = [lname for lname in lowered if lname != "content-length"]
+        drop_length = status in EMPTY_BODY_STATUS_CODES
     elif "content-length" in lowered:
-        framing = _Framing.LENGTH
         value = headers[lowered.index("content-length")][1].strip()
-        length = int(value) if value.isdigit() else -1
-        if length < 0:  # not a length: the body is framed by chunks instead, as if none had been given
-            headers = [pair for lname, pair in zip(lowered, headers) if lname != "content-length"]
-            lowered = [lname for lname in lowered if lname != "content-length"]
-            framing = _Framing.CHUNKED
-            headers.append(("Transfer-Encoding", "chunked"))
+        if value.isdigit():
+            framing, length = _Framing.LENGTH, int(value)
+        else:  # not a length: the body is framed by chunks instead, as if none had been given
+            framing, drop_length = _Framing.CHUNKED, True
     else:
         framing = _Framing.CHUNKED
+    if drop_length and "content-length" in lowered:
+        headers = [pair for lname, pair in zip(lowered, headers) if lname != "content-length"]
+        lowered = [lname for lname in lowered if lname != "content-length"]
+    if framing is _Framing.CHUNKED:
         headers.append(("Transfer-Encoding", "chunked"))
     if "date" not in lowered:
         headers.append(("Date", rfc822_formatted_time()))
@@ -617,21 +616,3 @@ def _response_head(method: str, head: ResponseHead, close: bool) -> tuple[bytes,
     lines.extend(f"{name}: {value}\r\n" for name, value in headers)
     lines.append("\r\n")
     return "".join(lines).encode(), framing, length
-
-
-def _record(meter: RequestMeter, method: str, path: str) -> RequestRecord:
-    """The finished request as the observer sees it (``metering.record_of`` for a bodiless request)."""
-    now = time.monotonic()
-    return RequestRecord(
-        tunnel=meter.tunnel,
-        stream_id=meter.stream_id,
-        method=method,
-        path=path,
-        status=meter.status if meter.status is not None else CLIENT_CLOSED,
-        duration=now - meter.started,
-        ttfb=None if meter.head_at is None else meter.head_at - meter.started,
-        bytes_in=0,
-        bytes_out=meter.bytes_out,
-        client=meter.client,
-        error=meter.error,
-    )

@@ -61,6 +61,23 @@ class RequestMeter:
         """A named limit refused this request."""
         self.observer.limit_hit(limit, self.tunnel, self.client)
 
+    def record(self, method: str, path: str, bytes_in: int = 0) -> RequestRecord:
+        """The finished request as the observer sees it, from what was noted (``path`` without its query)."""
+        now = time.monotonic()
+        return RequestRecord(
+            tunnel=self.tunnel,
+            stream_id=self.stream_id,
+            method=method,
+            path=path,
+            status=self.status if self.status is not None else CLIENT_CLOSED,
+            duration=now - self.started,
+            ttfb=None if self.head_at is None else self.head_at - self.started,
+            bytes_in=bytes_in,
+            bytes_out=self.bytes_out,
+            client=self.client,
+            error=self.error,
+        )
+
 
 class _NoMeter(RequestMeter):
     """The meter of a request nobody measures: notes nothing."""
@@ -108,32 +125,14 @@ def _body_size(response: web.StreamResponse) -> int:
 
 
 def record_of(request: web.BaseRequest, meter: RequestMeter, response: web.StreamResponse | None) -> RequestRecord:
-    """The finished request as the observer sees it."""
-    now = time.monotonic()
-    status = meter.status
-    bytes_out = meter.bytes_out
-    ttfb = None if meter.head_at is None else meter.head_at - meter.started
-    error = meter.error
+    """The finished request as the observer sees it (the meter is done with after this)."""
     if response is not None and meter.head_at is None:
         # Answered by the relay itself (error page, refusal): the head leaves as this returns.
-        status, ttfb, bytes_out = response.status, now - meter.started, _body_size(response)
-        error = error or response.headers.get("X-Relay-Error", "")
-    if status is None:
-        status = CLIENT_CLOSED
-    content = request.content
-    return RequestRecord(
-        tunnel=meter.tunnel,
-        stream_id=meter.stream_id,
-        method=request.method,
-        path=_path(request),
-        status=status,
-        duration=now - meter.started,
-        ttfb=ttfb,
-        bytes_in=getattr(content, "total_bytes", 0),
-        bytes_out=bytes_out,
-        client=meter.client,
-        error=error,
-    )
+        meter.head_at = time.monotonic()
+        meter.status = response.status
+        meter.bytes_out = _body_size(response)
+        meter.failed(response.headers.get("X-Relay-Error", ""))
+    return meter.record(request.method, _path(request), getattr(request.content, "total_bytes", 0))
 
 
 async def measured(

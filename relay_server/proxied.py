@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any
 
 from relay_server.config import RelayConfig
-from relay_server.proxyheader import V2_MAX, ProxyHeaderError, parse
+from relay_server.proxyheader import ProxyHeaderError, parse
 
 log = logging.getLogger("relay_server.limits")
 
@@ -127,34 +126,3 @@ class ProxyHeaderReader(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-async def read_proxy_header(sock: socket.socket, timeout: float = HEADER_TIMEOUT) -> tuple[str, int] | None:
-    """Consume the PROXY header from a raw socket (the TLS listener, before the handshake); the client or None.
-
-    Raises ProxyHeaderError (malformed or missing), TimeoutError or ConnectionError.
-    """
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout):
-        while True:
-            await _readable(loop, sock)
-            try:
-                data = sock.recv(V2_MAX, socket.MSG_PEEK)
-            except (BlockingIOError, InterruptedError):
-                continue
-            if not data:
-                raise ConnectionResetError("closed before the PROXY header")
-            header = parse(data)
-            if header is not None:
-                sock.recv(header.size)  # exactly the header: the TLS hello stays for the peek after
-                return header.client
-            await asyncio.sleep(0.01)  # part of the header: wait for the rest (a balancer sends it at once)
-
-
-async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    waiter: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(sock.fileno(), lambda: waiter.done() or waiter.set_result(None))
-    try:
-        await waiter
-    finally:
-        loop.remove_reader(sock.fileno())

@@ -20,6 +20,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from relay_server.proxied import HEADER_TIMEOUT as PROXY_HEADER_TIMEOUT
+from relay_server.proxyheader import V2_MAX, ProxyHeaderError
+from relay_server.proxyheader import parse as parse_proxy_header
 from relay_server.tls.clienthello import MAX_RECORD, RECORD_HEADER, ClientHello, NotTLS, parse_client_hello, record_size
 
 log = logging.getLogger("relay_server.tls")
@@ -118,6 +121,28 @@ async def _wait_readable(loop: asyncio.AbstractEventLoop, sock: socket.socket, t
         await asyncio.wait_for(ready, max(timeout, 0.0))
     finally:
         loop.remove_reader(fd)
+
+
+async def read_proxy_header(sock: socket.socket, timeout: float = PROXY_HEADER_TIMEOUT) -> tuple[str, int] | None:
+    """Consume a balancer's PROXY header, ahead of the TLS hello; the client it names (None: its own connection).
+
+    Raises ProxyHeaderError (malformed or missing), TimeoutError or ConnectionError.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await _wait_readable(loop, sock, deadline - loop.time())
+        try:
+            data = sock.recv(V2_MAX, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            continue
+        if not data:
+            raise ConnectionResetError("closed before the PROXY header")
+        header = parse_proxy_header(data)
+        if header is not None:
+            sock.recv(header.size)  # exactly the header: the TLS hello stays for the peek after
+            return header.client
+        await asyncio.sleep(PEEK_RETRY)  # part of the header: wait for the rest (a balancer sends it at once)
 
 
 def _set_low_water(sock: socket.socket, size: int) -> bool:
@@ -265,9 +290,6 @@ class TLSSite(web.BaseSite):
         client: tuple[str, int] | None = None
         try:
             if self._proxy_from is not None:  # a TCP balancer in front: its PROXY header comes before TLS
-                from relay_server.proxied import read_proxy_header
-                from relay_server.proxyheader import ProxyHeaderError
-
                 if not self._proxy_from(peer.rsplit(":", 1)[0]):
                     log.info("closed a connection from %s: --proxy-protocol takes connections from --trusted-proxy only", peer)
                     return

@@ -7,11 +7,11 @@ respect flow control: ``write`` waits for credit and for the outgoing buffer
 to drain below a high-water mark, ``read`` returns credit for the previous
 chunk once the caller comes back for the next one (the bytes are used).
 
-A transport is driven one of two ways.  A plain ``Transport`` (the relay's
-aiohttp websocket) is pulled by a read task and pushed by a write task.  A
-``PushTransport`` (the agent's) hands each message over as it arrives and
-takes writes without awaiting: no task hop per message either way, and the
-queued frames go out in one callback per loop pass.
+The transport is a ``PushTransport`` (``relay_protocol.websocket``, on both
+sides): it hands each message over as it arrives and takes writes without
+awaiting, so no task hops per message either way, and the queued frames go out
+in one callback per loop pass.  Before ``run`` (the handshake) it is read and
+written with ``recv`` and ``send``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class TransportClosed(Exception):
 
 
 class Transport(Protocol):
-    """What the driver needs from a websocket library (adapters translate errors)."""
+    """A message transport as the handshake uses it, before the multiplexer runs."""
 
     async def send(self, data: bytes) -> None:
         """Send one binary message; raise TransportClosed if the socket is gone."""
@@ -342,7 +342,7 @@ class Multiplexer:
     def __init__(
         self,
         session: Session,
-        transport: Transport,
+        transport: PushTransport,
         on_stream: Callable[[MuxStream], None] | None = None,
     ) -> None:
         self.session = session
@@ -352,7 +352,6 @@ class Multiplexer:
         self._streams: dict[int, MuxStream] = {}
         self._blocked: set[MuxStream] = set()
         self._space_waiters: deque[asyncio.Future[None]] = deque()
-        self._wakeup = asyncio.Event()
         self._closed = False
         self.close_code: ErrorCode | int = ErrorCode.NO_ERROR
         self.close_reason = ""
@@ -364,13 +363,11 @@ class Multiplexer:
         self._drain_reason: str | None = None
         #: We ended the connection on purpose (``close``), as opposed to losing it.
         self.closed_locally = False
-        #: A PushTransport is driven by callbacks: no read or write task.
-        self._push = callable(getattr(transport, "attach", None))
         self._attached = False
         self._flush_scheduled = False
-        #: Push mode: done when no more messages are taken (what the read task's end is otherwise).
+        #: Done when no more messages are taken (``run`` returns).
         self._ended: asyncio.Future[None] | None = None
-        #: Push mode: done when the writer has finished (what the write task's end is otherwise).
+        #: Done when the writer has finished.
         self._write_done: asyncio.Future[None] | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -407,71 +404,14 @@ class Multiplexer:
 
     # ----------------------------------------------------------------- running
     async def run(self) -> None:
-        """Read and write until the connection ends; then fail every stream."""
-        if self._push:
-            await self._run_pushed()
-            return
-        writer = asyncio.create_task(self._write_loop())
-        if self.session.bytes_to_send:
-            self._wake_writer()  # e.g. the WELCOME queued before we started
-        try:
-            await self._read_loop()
-        finally:
-            self._closed = True
-            self._wake_writer()
-            try:
-                await asyncio.wait_for(asyncio.shield(writer), CLOSE_FLUSH_TIMEOUT)
-            except BaseException:  # timeout or cancellation: stop flushing
-                writer.cancel()
-            self._fail_all(ErrorCode.GOING_AWAY, self.close_reason or "tunnel connection closed")
-            await self.transport.close()
+        """Read and write until the connection ends; then fail every stream.
 
-    async def _read_loop(self) -> None:
-        session = self.session
-        while not self._closed:
-            try:
-                message = await self.transport.recv()
-            except TransportClosed:
-                message = None
-            if message is None:
-                self.close_reason = self.close_reason or "connection lost"
-                return
-            for event in session.receive_data(message):
-                self._dispatch(event)
-            if session.bytes_to_send:
-                self._wake_writer()
-            if session.phase is _CLOSED:
-                self._closed = True
-
-    async def _write_loop(self) -> None:
-        session = self.session
-        transport = self.transport
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while session.bytes_to_send:
-                    await transport.send(session.data_to_send(MAX_MESSAGE_SIZE))
-                    self._release_space()
-                if self._drain_reason is not None and not self._closed:
-                    self._finish_drain()
-                    if session.bytes_to_send:
-                        continue  # our closing GOAWAY goes out before we stop
-                if self._closed:
-                    return
-        except TransportClosed:
-            self._closed = True
-        finally:
-            # Ends the read loop too: recv() returns None once the socket is closed.
-            await transport.close()
-
-    # ----------------------------------------------------------------- push mode
-    async def _run_pushed(self) -> None:
-        """``run`` over a PushTransport: the transport's callbacks do the reading and the writing."""
+        The transport's callbacks do the reading and the writing; this waits.
+        """
         loop = self.loop()
         self._ended = loop.create_future()
         self._write_done = loop.create_future()
-        transport: PushTransport = self.transport  # type: ignore[assignment]
+        transport = self.transport
         self._attached = True
         transport.attach(self)
         self._wake_writer()  # e.g. the WELCOME queued before we started, or a close() already asked
@@ -488,7 +428,7 @@ class Multiplexer:
             await transport.close()
 
     def message_received(self, message: bytes) -> None:
-        """PushTransport callback: one message, handled as the read task would."""
+        """PushTransport callback: one message."""
         ended = self._ended
         if ended is None or ended.done():
             return
@@ -496,7 +436,7 @@ class Multiplexer:
         try:
             for event in session.receive_data(message):
                 self._dispatch(event)
-        except Exception as exc:  # surfaces from run(), as it would from the read task
+        except Exception as exc:  # surfaces from run()
             ended.set_exception(exc)
             return
         if session.bytes_to_send:
@@ -519,13 +459,13 @@ class Multiplexer:
         self._wake_writer()
 
     def _flush(self) -> None:
-        """Push mode's writer: send what the session queued while the socket takes it."""
+        """The writer: send what the session queued while the socket takes it."""
         self._flush_scheduled = False
         done = self._write_done
         if done is None or done.done():
             return
         session = self.session
-        transport: PushTransport = self.transport  # type: ignore[assignment]
+        transport = self.transport
         try:
             while True:
                 while session.bytes_to_send:
@@ -680,9 +620,7 @@ class Multiplexer:
             self.close(ErrorCode.GOING_AWAY, self._drain_reason or "drained")
 
     def _wake_writer(self) -> None:
-        if not self._push:
-            self._wakeup.set()
-        elif self._attached and not self._flush_scheduled:
+        if self._attached and not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop().call_soon(self._flush)
 

@@ -34,7 +34,7 @@ from relay_server.registry import NameTaken, Owner, TunnelRegistry
 from relay_server.token_watch import TokenWatcher
 from relay_server.tokens import TokenRecord, TokenStore, TokenStoreError, bearer_token
 from relay_server.tunnel import Tunnel
-from relay_server.ws_transport import AiohttpTransport
+from relay_server.ws_transport import ServerWebsocket, open_agent_websocket
 
 log = logging.getLogger("relay_server.agents")
 
@@ -113,13 +113,10 @@ class AgentEndpoint:
             log.error("%s", exc)
             return _json_error(503, "token-store", "the relay cannot read its token store")
 
-        ws = web.WebSocketResponse(
-            max_msg_size=self.config.max_agent_message, compress=False, heartbeat=HEARTBEAT_INTERVAL, autoping=True
-        )
-        if not ws.can_prepare(request).ok:
+        opened = await open_agent_websocket(request, max_message=self.config.max_agent_message, heartbeat=HEARTBEAT_INTERVAL)
+        if opened is None:
             return _json_error(400, "websocket-required", "this endpoint takes a websocket upgrade")
-        await ws.prepare(request)
-        transport = AiohttpTransport(ws)
+        ws, transport = opened
         session = Session(
             Role.RELAY,
             stream_window=self.config.stream_window,
@@ -181,7 +178,7 @@ class AgentEndpoint:
             )
         return record
 
-    async def _receive_hello(self, session: Session, transport: AiohttpTransport) -> Hello:
+    async def _receive_hello(self, session: Session, transport: ServerWebsocket) -> Hello:
         try:
             first = await asyncio.wait_for(transport.recv(), HANDSHAKE_TIMEOUT)
         except asyncio.TimeoutError:
@@ -247,7 +244,7 @@ class AgentEndpoint:
         self,
         remote: str,
         session: Session,
-        transport: AiohttpTransport,
+        transport: ServerWebsocket,
         hello: Hello,
         record: TokenRecord | None,
     ) -> Tunnel:
@@ -299,7 +296,7 @@ class AgentEndpoint:
             log.exception("observer %s failed", hook)
 
 
-async def _flush(session: Session, transport: AiohttpTransport) -> None:
+async def _flush(session: Session, transport: ServerWebsocket) -> None:
     data = session.data_to_send()
     if data:
         try:

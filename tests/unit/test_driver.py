@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from relay_protocol.driver import Multiplexer, MuxStream, StreamError, TransportClosed
+from relay_protocol.driver import MessageReceiver, Multiplexer, MuxStream, StreamError, TransportClosed
 from relay_protocol.errors import ErrorCode, LocalProtocolError
 from relay_protocol.frames import FrameType, encode_frame
 from relay_protocol.heads import RequestHead, ResponseHead
@@ -21,7 +21,7 @@ from .peers import KIB, connect
 
 
 def deliver(end: Any, data: bytes) -> None:
-    """Send ``data`` from ``end`` to its peer's inbox, as a socket would (lost if ``end`` is a black hole)."""
+    """Send ``data`` from ``end`` to its peer, as a socket would (lost if ``end`` is a black hole)."""
     if end.closed:
         raise TransportClosed("closed")
     assert end.peer is not None
@@ -29,38 +29,71 @@ def deliver(end: Any, data: bytes) -> None:
         return
     message = bytes(data)
     end.peer.in_flight += len(message)
-    end.peer.inbox.put_nowait(message)
+    end.peer.arrive_later(message)
 
 
 class MemoryTransport:
-    """One end of an in-memory websocket: whole binary messages, in order."""
+    """One end of an in-memory websocket, a ``PushTransport``: whole binary messages, in order, by callback."""
 
     def __init__(self) -> None:
-        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.peer: MemoryTransport | None = None
         self.closed = False
-        #: Bytes sent to us that our reader has not taken yet.
+        #: Bytes sent to us that our receiver has not been handed yet.
         self.in_flight = 0
         #: Set to lose everything this end sends (a peer that went silent).
         self.black_hole = False
+        self.writable = True
+        self.receiver: MessageReceiver | None = None
+        #: Messages (None: the close) that arrived before ``attach``.
+        self.queued: deque[bytes | None] = deque()
+        self.close_calls = 0
 
-    async def send(self, data: bytes) -> None:
+    def arrive_later(self, message: bytes | None) -> None:
+        """What the peer's send does: the message arrives on a later loop pass, as from a socket."""
+        asyncio.get_running_loop().call_soon(self._arrive, message)
+
+    def _arrive(self, message: bytes | None) -> None:
+        if self.receiver is None:
+            self.queued.append(message)
+            return
+        if message is None:
+            self.receiver.transport_closed()
+            return
+        self.in_flight -= len(message)
+        self.receiver.message_received(message)
+
+    def set_writable(self, writable: bool) -> None:
+        """What the socket's flow control does past its high- and below its low-water mark."""
+        self.writable = writable
+        if writable and self.receiver is not None:
+            self.receiver.transport_writable()
+
+    # PushTransport
+    def attach(self, receiver: MessageReceiver) -> None:
+        self.receiver = receiver
+        while self.queued:
+            self._arrive(self.queued.popleft())
+
+    def write_message(self, data: bytes) -> None:
+        assert self.writable, "written while the transport said it was full"
         deliver(self, data)
-        await asyncio.sleep(0)  # a real socket yields to the loop too
 
-    async def recv(self) -> bytes | None:
-        if self.closed and self.inbox.empty():
-            return None
-        message = await self.inbox.get()
-        if message is not None:
-            self.in_flight -= len(message)
-        return message
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    def start_close(self, code: int = 1000, reason: str = "") -> None:
+        self.close_calls += 1
         for end in (self, self.peer):
             if end is not None and not end.closed:
                 end.closed = True
-                end.inbox.put_nowait(None)
+                end.arrive_later(None)
+
+    # Transport (the handshake's)
+    async def send(self, data: bytes) -> None:
+        self.write_message(data)
+
+    async def recv(self) -> bytes | None:
+        raise AssertionError("the driver never reads a transport; it attaches")
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.start_close(code, reason)
 
 
 def transport_pair() -> tuple[MemoryTransport, MemoryTransport]:
@@ -74,15 +107,11 @@ class Pair:
 
     def __init__(self, **windows: int) -> None:
         link = connect(**windows)
-        self.relay_transport, self.agent_transport = self.transports()
+        self.relay_transport, self.agent_transport = transport_pair()
         self.accepted: asyncio.Queue[MuxStream] = asyncio.Queue()
         self.relay = Multiplexer(link.relay, self.relay_transport)
         self.agent = Multiplexer(link.agent, self.agent_transport, self.accepted.put_nowait)
         self.tasks = [asyncio.create_task(self.relay.run()), asyncio.create_task(self.agent.run())]
-
-    def transports(self) -> tuple[MemoryTransport, MemoryTransport]:
-        """The relay's end and the agent's end (``test_driver_push`` gives the agent a pushed one)."""
-        return transport_pair()
 
     async def accept(self) -> MuxStream:
         return await asyncio.wait_for(self.accepted.get(), 2)
@@ -92,25 +121,19 @@ class Pair:
         await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 5)
 
 
-@asynccontextmanager
-async def pairs_of(kind: type[Pair]) -> AsyncIterator[Callable[..., Pair]]:
-    """A maker of ``kind`` pairs; every pair made is closed at the end."""
+@pytest.fixture
+async def pair() -> AsyncIterator[Callable[..., Pair]]:
+    """A maker of pairs; every pair made is closed at the end."""
     created: list[Pair] = []
 
     def make(**windows: int) -> Pair:
-        p = kind(**windows)
+        p = Pair(**windows)
         created.append(p)
         return p
 
     yield make
     for p in created:
         await p.aclose()
-
-
-@pytest.fixture
-async def pair():
-    async with pairs_of(Pair) as make:
-        yield make
 
 
 async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
@@ -398,3 +421,82 @@ async def test_ping_without_an_answer_times_out(pair):
     with pytest.raises(asyncio.TimeoutError):
         await p.relay.ping(0.05)
     assert not p.relay.closed
+
+
+# ---------------------------------------------------------------- the transport's flow control and errors
+
+
+async def test_nothing_is_written_while_the_transport_is_full_and_all_of_it_after(pair):
+    p = pair()
+    stream = p.relay.open_stream(RequestHead("GET", "/"), end_stream=True)
+    served = await p.accept()
+    p.agent_transport.set_writable(False)
+    served.send_response(ResponseHead(200, "OK"))
+    await served.write(b"held back", end=True)
+    await asyncio.sleep(0.05)
+    assert not stream.response.done()
+    p.agent_transport.set_writable(True)
+    assert await asyncio.wait_for(stream.response, 2) == ResponseHead(200, "OK")
+    assert await read_all(stream) == b"held back"
+
+
+async def test_writers_wait_for_space_while_the_transport_is_full(pair):
+    p = pair()
+    p.agent_transport.set_writable(False)
+    stream = p.relay.open_stream(RequestHead("GET", "/big"), end_stream=True)
+    served = await p.accept()
+    served.send_response(ResponseHead(200, "OK"))
+    body = bytes(range(256)) * 8192  # 2 MiB: past the send queue's high-water mark
+    writer = asyncio.create_task(served.write(body, end=True))
+    await asyncio.sleep(0.05)
+    assert not writer.done()  # queued up to the mark, then waiting
+    p.agent_transport.set_writable(True)
+    assert await asyncio.wait_for(read_all(stream), 5) == body
+    await asyncio.wait_for(writer, 2)
+
+
+async def test_an_error_in_the_stream_callback_ends_run_with_it():
+    link = connect()
+    relay_end, agent_end = transport_pair()
+
+    def broken(stream: MuxStream) -> None:
+        raise RuntimeError("application bug")
+
+    relay = Multiplexer(link.relay, relay_end)
+    agent = Multiplexer(link.agent, agent_end, broken)
+    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(agent.run())]
+    relay.open_stream(RequestHead("GET", "/"), end_stream=True)
+    with pytest.raises(RuntimeError, match="application bug"):
+        await asyncio.wait_for(tasks[1], 5)
+    assert agent_end.close_calls >= 1
+    await asyncio.wait_for(tasks[0], 5)
+
+
+async def test_a_local_close_flushes_goaway_then_closes_the_socket(pair):
+    p = pair()
+    p.agent.close(reason="agent stopping")
+    await asyncio.wait_for(asyncio.gather(*p.tasks), 5)
+    assert p.relay.close_reason == "agent stopping"
+    assert p.agent.closed_locally
+    await until(lambda: p.agent_transport.closed)
+
+
+async def test_write_now_sends_at_once_within_credit_and_leaves_the_rest_to_write(pair):
+    p = pair(relay_stream_window=MIN_WINDOW)
+    stream = p.relay.open_stream(RequestHead("GET", "/"), end_stream=True)
+    served = await p.accept()
+    served.send_response(ResponseHead(200, "OK"))
+    assert not served.write_now(b"x" * (MIN_WINDOW + 1))  # more than the window: nothing sent
+    assert served.write_now(b"small")
+    assert served.write_now(b" end", end=True)
+    assert await read_all(stream) == b"small end"
+    assert not served.write_now(b"after the end")  # closed: write() raises, write_now declines
+
+
+async def test_write_now_declines_on_a_reset_stream(pair):
+    p = pair()
+    stream = p.relay.open_stream(RequestHead("POST", "/"))
+    served = await p.accept()
+    stream.reset()
+    await until(lambda: served.error is not None)
+    assert not served.write_now(b"x")

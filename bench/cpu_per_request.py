@@ -14,6 +14,16 @@ after, and divides by the requests wrk completed.  Repeated R times; the median 
 ``--tree`` (or ``--relay-tree`` / ``--agent-tree``) runs ``python -m relay_server`` /
 ``python -m relay_client`` from that directory, so two copies can be compared in one
 sitting with the same venv.
+
+``--floor`` also measures, in the same rounds, two byte pipes on uvloop in a chain in
+front of the same origin (``bench/pipe_floor.py``): the shape of a relay and an agent
+with none of their work, so what a Python tunnel costs at the least on this machine
+(reported as its "relay" and "agent").
+
+``--ssh`` adds ``ssh -R`` (the peers' harness set-up) the same way: sshd counted as the
+"relay" (with every process it forks), ssh as the "agent".
+
+    .venv/bin/python bench/cpu_per_request.py --floor --ssh --conns 1 --threads 1 --duration 5 --repeat 4
 """
 
 from __future__ import annotations
@@ -159,6 +169,14 @@ class Stack:
         for p in reversed(self.procs):
             stop(p)
 
+    def cpu(self, p: subprocess.Popen) -> float:
+        """CPU seconds a role's process has used so far."""
+        return cpu_secs(p.pid)
+
+    def calls(self, p: subprocess.Popen) -> tuple[int, int]:
+        """A role's (read-like, write-like) syscalls so far."""
+        return syscalls(p.pid)
+
     def round(self, a: argparse.Namespace, profile: str | None = None) -> dict:
         roles = (("relay", self.relay), ("agent", self.agent), ("origin", self.origin))
         spies = []
@@ -170,12 +188,12 @@ class Stack:
                     [os.path.join(os.path.dirname(PY), "py-spy"), "record", "-r", "200", "-d", str(a.duration),
                      "-f", "raw", "--nonblocking", "-p", str(p.pid), "-o", out],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)))
-        before = {r: cpu_secs(p.pid) for r, p in roles}
-        calls = {r: syscalls(p.pid) for r, p in roles[:2]}
+        before = {r: self.cpu(p) for r, p in roles}
+        calls = {r: self.calls(p) for r, p in roles[:2]}
         n = wrk(self.url, self.host, a.conns, a.threads, a.duration)
-        row = {r: 1e6 * (cpu_secs(p.pid) - before[r]) / n for r, p in roles}
+        row = {r: 1e6 * (self.cpu(p) - before[r]) / n for r, p in roles}
         for r, p in roles[:2]:
-            now = syscalls(p.pid)
+            now = self.calls(p)
             row[f"{r}_reads"], row[f"{r}_writes"] = ((now[i] - calls[r][i]) / n for i in (0, 1))
         row["req_s"] = n / a.duration
         print(f"  {self.name}: {n} requests ({row['req_s']:.0f}/s): relay {row['relay']:.0f} µs, agent "
@@ -186,6 +204,74 @@ class Stack:
             spy.wait(60)
             print_profile(role, out)
         return row
+
+
+class FloorStack(Stack):
+    """An origin behind two uvloop byte pipes (``pipe_floor.py``): the relay's and the agent's places, no work."""
+
+    def __init__(self, logs: str) -> None:  # noqa: PLW0231  (a different stack, the same rounds)
+        self.name, self.relay_tree, self.agent_tree = "floor", "bench/pipe_floor.py", "bench/pipe_floor.py"
+        self.procs = []
+        oport, back, front = free_port(), free_port(), free_port()
+        pipe = os.path.join(ROOT, "bench", "pipe_floor.py")
+        self.origin = self._start([PY, ORIGIN, str(oport), "127.0.0.1"], None, f"{logs}/floor-origin.log")
+        wait_until(lambda: get(f"http://127.0.0.1:{oport}/hello")[0] == 200, "origin")
+        self.agent = self._start([PY, pipe, str(back), str(oport)], None, f"{logs}/floor-back.log")
+        self.relay = self._start([PY, pipe, str(front), str(back)], None, f"{logs}/floor-front.log")
+        self.host = f"127.0.0.1:{front}"
+        self.url = f"http://127.0.0.1:{front}"
+        wait_until(lambda: get(self.url + "/hello") == (200, b"hello world\n"), "pipes")
+        print(f"  floor: origin pid {self.origin.pid}, front pipe pid {self.relay.pid}, back pipe pid {self.agent.pid}",
+              flush=True)
+
+
+class SshStack(Stack):
+    """The origin behind ``ssh -R`` (sshd in the relay's place, ssh in the agent's), set up by the peers' harness."""
+
+    def __init__(self, logs: str) -> None:  # noqa: PLW0231  (a different stack, the same rounds)
+        import importlib.util
+
+        self.name, self.relay_tree, self.agent_tree = "ssh -R", "sshd", "ssh"
+        self.procs = []
+        os.environ.setdefault("PEERS_DIR", os.path.join(ROOT, ".peers"))  # the harness reads it at import
+        spec = importlib.util.spec_from_file_location("peers_harness", os.path.join(os.path.dirname(ORIGIN), "bench.py"))
+        harness = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(harness)  # type: ignore[union-attr]
+        self.harness = harness
+        self.origin = self._start([PY, ORIGIN, str(harness.LOCAL_PORT), "127.0.0.1"], None, f"{logs}/ssh-origin.log")
+        wait_until(lambda: get(f"http://127.0.0.1:{harness.LOCAL_PORT}/hello")[0] == 200, "origin")
+        self.peer_procs = harness.Procs()
+        harness.start_ssh(self.peer_procs)
+        started = {role: p for role, p, _ in self.peer_procs.items}
+        self.relay, self.agent = started["sshd"], started["ssh"]
+        self.url = f"http://127.0.0.1:{harness.SSH_FWD_PORT}"
+        self.host = f"127.0.0.1:{harness.SSH_FWD_PORT}"
+        wait_until(lambda: get(self.url + "/hello") == (200, b"hello world\n"), "ssh -R")
+        print(f"  ssh -R: origin pid {self.origin.pid}, sshd pid {self.relay.pid}, ssh pid {self.agent.pid}", flush=True)
+
+    def cpu(self, p: subprocess.Popen) -> float:
+        """sshd forks a process per connection (and one more for privilege separation): count them all."""
+        total = 0.0
+        for pid in self.harness.descendants([p.pid]):
+            try:
+                total += cpu_secs(pid)
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    def calls(self, p: subprocess.Popen) -> tuple[int, int]:
+        reads = writes = 0
+        for pid in self.harness.descendants([p.pid]):
+            try:
+                r, w = syscalls(pid)
+            except (OSError, KeyError, ValueError):
+                continue
+            reads, writes = reads + r, writes + w
+        return reads, writes
+
+    def stop(self) -> None:
+        self.peer_procs.stop()
+        super().stop()
 
 
 def main() -> None:
@@ -200,6 +286,11 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--agent-args", default="--no-inspect", help="extra relay-client http options")
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure two uvloop byte pipes in the relay's and agent's places (bench/pipe_floor.py)")
+    ap.add_argument("--ssh", action="store_true",
+                    help="also measure ssh -R in front of an origin (sshd as 'relay', ssh as 'agent'; needs "
+                         "/work/shared/peers and Debian's openssh-server)")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     ap.add_argument("--profile", default=None, metavar="DIR",
                     help="py-spy record relay and agent during the last round into DIR; print top own-time functions")
@@ -211,6 +302,10 @@ def main() -> None:
                             a.agent_args.split(), logs))
         if a.compare:
             stacks.append(Stack("B", a.compare, a.compare, a.agent_args.split(), logs))
+        if a.floor:
+            stacks.append(FloorStack(logs))
+        if a.ssh:
+            stacks.append(SshStack(logs))
         for s in stacks:
             wrk(s.url, s.host, a.conns, a.threads, 2)  # warm-up
         rows: dict[str, list[dict]] = {s.name: [] for s in stacks}

@@ -39,7 +39,7 @@ from aiohttp.web_response import REASON_PHRASES
 from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode, LocalProtocolError
 from relay_protocol.heads import RequestHead, ResponseHead
-from relay_protocol.httpheaders import decode_raw_headers, strip_hop_by_hop
+from relay_protocol.httpheaders import decode_raw_headers
 from relay_server.access import forwarded_client
 from relay_server.app import Relay
 from relay_server.front import (
@@ -47,6 +47,7 @@ from relay_server.front import (
     first_header,
     forwarded_headers,
     offline_error,
+    response_headers,
     stream_failure,
     timeout_error,
 )
@@ -582,27 +583,22 @@ class PublicConnection(asyncio.Protocol):
 def _response_head(method: str, head: ResponseHead, close: bool) -> tuple[bytes, _Framing, int]:
     """The head aiohttp's ``StreamResponse`` (as the front configures it) writes for an agent's response.
 
-    The agent's headers in order without hop-by-hop ones; no Content-Length on
-    1xx/204/304; chunked framing when a body has no length; ``Date`` when the
-    agent sent none; nothing else added.
+    The agent's headers as ``front.response_headers`` leaves them (in order,
+    no hop-by-hop ones, at most one valid Content-Length); no Content-Length
+    on 1xx/204/304; chunked framing when a body has no length; ``Date`` when
+    the agent sent none; nothing else added.
     """
     status = head.status
-    headers = strip_hop_by_hop(head.headers)
+    headers = response_headers(head.headers)
     lowered = [name.lower() for name, _ in headers]
     length = 0
-    drop_length = False  # a Content-Length the caller must not see
     if status in EMPTY_BODY_STATUS_CODES or method == "HEAD":
         framing = _Framing.EMPTY
-        drop_length = status in EMPTY_BODY_STATUS_CODES
     elif "content-length" in lowered:
-        value = headers[lowered.index("content-length")][1].strip()
-        if value.isdigit():
-            framing, length = _Framing.LENGTH, int(value)
-        else:  # not a length: the body is framed by chunks instead, as if none had been given
-            framing, drop_length = _Framing.CHUNKED, True
+        framing, length = _Framing.LENGTH, int(headers[lowered.index("content-length")][1])
     else:
         framing = _Framing.CHUNKED
-    if drop_length and "content-length" in lowered:
+    if status in EMPTY_BODY_STATUS_CODES and "content-length" in lowered:
         headers = [pair for lname, pair in zip(lowered, headers) if lname != "content-length"]
         lowered = [lname for lname in lowered if lname != "content-length"]
     if framing is _Framing.CHUNKED:

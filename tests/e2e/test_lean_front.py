@@ -142,7 +142,19 @@ CASES = {
     "hop-by-hop from the agent": ("GET", ResponseHead(200, "OK", [("Keep-Alive", "timeout=5"), ("Content-Length", "2")]), b"ok", False),
     "streamed, length": ("GET", ResponseHead(200, "OK", [("Content-Length", "6")]), b"stream", True),
     "streamed, chunked": ("GET", ResponseHead(200, "OK", [("Content-Type", "text/event-stream")]), b"data: 1\n\n", True),
+    # Framing the caller could not trust: every Content-Length goes and the body is chunked.
+    "Content-Length not a number": ("GET", ResponseHead(200, "OK", [("Content-Length", "abc")]), b"body", False),
+    "Content-Length as Python reads numbers": ("GET", ResponseHead(200, "OK", [("Content-Length", "0_4")]), b"body", False),
+    "two Content-Lengths that disagree": (
+        "GET", ResponseHead(200, "OK", [("Content-Length", "4"), ("X-A", "1"), ("content-length", "40")]), b"body", False
+    ),
+    "the same Content-Length twice": (
+        "GET", ResponseHead(200, "OK", [("Content-Length", "4"), ("content-length", "4")]), b"body", False
+    ),
 }
+
+#: The cases whose body reaches the caller chunked although the agent sent a Content-Length.
+UNTRUSTED_LENGTH = {"Content-Length not a number", "Content-Length as Python reads numbers", "two Content-Lengths that disagree"}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -165,6 +177,11 @@ async def test_both_paths_forward_the_same_head_and_give_the_same_response(stack
         aio_record.method, aio_record.path, aio_record.status, aio_record.bytes_out, aio_record.error
     )
     assert lean_record.path == "/p/a%20b" and lean_record.status == head.status
+    lengths = [v for k, v in lean_response.headers if k.lower() == "content-length"]
+    if case in UNTRUSTED_LENGTH:
+        assert lean_response.chunked and lengths == []
+    elif case == "the same Content-Length twice":
+        assert not lean_response.chunked and lengths == ["4"]
 
 
 @pytest.mark.parametrize("accept", ["application/json", "text/html"])

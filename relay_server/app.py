@@ -126,6 +126,9 @@ class Relay:
                 "tunnels": len(self.registry),
                 "uptime": round(time.time() - self.started, 1),
             }
+            if self.stopping:  # asked on a connection kept alive from before: out of rotation now
+                health["status"] = "stopping"
+                return web.json_response(health, status=503)
             if self.config.cluster:  # a fleet node: "ok" or "degraded"; its internals to loopback/admin only
                 from relay_server.fleet.node import fleet_health
 

@@ -267,6 +267,42 @@ async def test_a_second_sigterm_cuts_the_relays_grace_short(processes, data_dir,
             await asyncio.wait_for(in_flight.content.read(), CEILING)
 
 
+async def _health_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[int, dict]:
+    """GET /_relay/health on an open keep-alive connection: status and JSON body."""
+    import json
+
+    writer.write(b"GET /_relay/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING)
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+    body = await asyncio.wait_for(reader.readexactly(length), CEILING)
+    return int(lines[0].split()[1]), json.loads(body)
+
+
+async def test_health_asked_on_a_kept_alive_connection_says_stopping_once_the_relay_drains(
+    processes, data_dir, origin, client
+):
+    token = create_token_in(data_dir)
+    relay = start_relay_with(processes, data_dir, extra=("--shutdown-grace", "60"))
+    agent = start_agent_with(processes, relay.port, str(origin.port), token, "rotation")
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        status, health = await _health_on(reader, writer)
+        assert (status, health["status"], health["tunnels"]) == (200, "ok", 1)
+        async with client.get(f"{agent.public_url}/_o/drip?id=rotation") as in_flight:  # keeps the relay draining
+            assert await asyncio.wait_for(in_flight.content.readline(), CEILING) == b'{"part":"first"}\n'
+            relay.process.signal(signal.SIGTERM)
+            await asyncio.to_thread(
+                relay.process.wait_for_line, r"stopping: listeners closed", stream="stderr", timeout=CEILING
+            )
+            status, health = await _health_on(reader, writer)
+            assert (status, health["status"]) == (503, "stopping")  # a balancer takes the node out of rotation
+            relay.process.signal(signal.SIGTERM)  # no need to wait out the grace
+            assert await asyncio.to_thread(relay.process.wait_exit, CEILING) == 0
+    finally:
+        writer.close()
+
+
 async def test_agent_ctrl_c_refuses_new_requests_at_once_and_lets_the_one_in_flight_finish(
     processes, data_dir, origin, client
 ):

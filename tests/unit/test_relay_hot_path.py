@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from relay_server import metrics as relay_metrics
 from relay_server.logs import _SECRETS, TEXT_FORMAT, TextFormatter, printable, redact
 from relay_server.metrics import RelayMetrics
@@ -52,7 +54,7 @@ def _count(metrics: RelayMetrics, status_class: str, method: str) -> float:
     return value or 0.0
 
 
-def test_request_counts_stay_exact_with_the_cached_labelled_counters(monkeypatch) -> None:
+def test_request_counts_stay_exact_with_the_cached_label_values(monkeypatch) -> None:
     monkeypatch.setattr(relay_metrics, "_MAX_CACHED_LABELS", 2)  # the bound is reached: the rest go uncached
     metrics = RelayMetrics()
     for _ in range(5):
@@ -63,8 +65,55 @@ def test_request_counts_stay_exact_with_the_cached_labelled_counters(monkeypatch
     assert _count(metrics, "2xx", "GET") == 10
     assert _count(metrics, "4xx", "POST") == 5
     assert _count(metrics, "2xx", "other") == 5
-    assert len(metrics._request_counters) == 2
+    assert len(metrics._labels) == 2
     assert metrics.registry.get_sample_value("relay_bytes_out_total") == 20 * 12
+
+
+def test_the_request_tallies_expose_what_prometheus_clients_own_counters_would() -> None:
+    """Every sample (buckets, sums, counts, labelled totals) as a Counter and a Histogram fed the same give."""
+    import random
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    reference = CollectorRegistry()
+    requests = Counter("relay_requests", "x", ["status_class", "method"], registry=reference)
+    duration = Histogram("relay_request_duration_seconds", "x", buckets=relay_metrics.LATENCY_BUCKETS, registry=reference)
+    ttfb = Histogram("relay_request_ttfb_seconds", "x", buckets=relay_metrics.LATENCY_BUCKETS, registry=reference)
+    bytes_in = Counter("relay_bytes_in", "x", registry=reference)
+    bytes_out = Counter("relay_bytes_out", "x", registry=reference)
+    errors = Counter("relay_request_errors", "x", registry=reference)
+    metrics = RelayMetrics()
+    rnd = random.Random(3)
+    bounds = list(relay_metrics.LATENCY_BUCKETS)
+    for i in range(2000):
+        seconds = rnd.choice([rnd.uniform(0, 400), rnd.choice(bounds), 0.0])  # on a bound exactly, too
+        first = None if i % 7 == 0 else seconds / 2
+        record = RequestRecord(
+            "demo", i, rnd.choice(["GET", "POST", "BREW"]), "/", rnd.choice([200, 204, 404, 502, 700]),
+            seconds, first, rnd.randrange(3) * 10, rnd.randrange(5) * 7, "127.0.0.1", "cut off" if i % 11 == 0 else "",
+        )
+        metrics.request_finished(record)
+        requests.labels(relay_metrics.status_class(record.status), relay_metrics.method_class(record.method)).inc()
+        duration.observe(record.duration)
+        if record.ttfb is not None:
+            ttfb.observe(record.ttfb)
+        bytes_in.inc(record.bytes_in)
+        bytes_out.inc(record.bytes_out)
+        if record.error:
+            errors.inc()
+
+    def samples(registry: CollectorRegistry) -> dict:
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if not sample.name.endswith("_created") and family.name.startswith(("relay_request", "relay_bytes"))
+        }
+
+    ours, theirs = samples(metrics.registry), samples(reference)
+    assert ours.keys() == theirs.keys() and len(ours) > 40
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(value, rel=1e-9), key
 
 
 # ---------------------------------------------------------------- heads, deadlines, routing

@@ -16,45 +16,22 @@ read them: request counts and limit hits tell an outsider too much.
 from __future__ import annotations
 
 import ipaddress
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
+from relay_protocol.tallies import Latencies, RequestCounts
 from relay_server.access import client_address
 from relay_server.config import RelayConfig
 from relay_server.observer import RelayObserver, RequestRecord, find_observer
 from relay_server.tokens import TokenStoreError, bearer_token
 
 METRICS_PATH = "/_relay/metrics"
-
-#: Methods that get their own label value; anything else is ``other`` (bounded cardinality).
-STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
-
-#: Seconds: request duration and time-to-first-byte buckets (streams and long polls reach minutes).
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
-
-#: Most (status, method) pairs whose label values are kept at hand.
-_MAX_CACHED_LABELS = 1024
-
-
-def status_class(status: int) -> str:
-    """``2xx`` for 204; ``other`` for anything outside 100-599."""
-    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
-
-
-def method_class(method: str) -> str:
-    """The method itself if standard, else ``other``."""
-    upper = method.upper()
-    return upper if upper in STANDARD_METHODS else "other"
-
 
 class _Mux(Protocol):
     open_streams: int
@@ -81,53 +58,20 @@ class _LiveState(Collector):
         yield GaugeMetricFamily("relay_streams_open", "Streams open on all tunnels right now.", value=streams)
 
 
-class _Latencies:
-    """A histogram kept as plain per-bucket counts, made cumulative when scraped."""
-
-    __slots__ = ("counts", "total")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound (+Inf)
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
-        self.total += seconds
-
-    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
-        buckets, running = [], 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self.counts):
-            running += count
-            buckets.append((floatToGoString(bound), running))
-        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
-
-
 class _RequestTallies(Collector):
-    """What every finished request updates, in plain ints, turned into metric families only when scraped.
-
-    prometheus_client's ``Counter`` and ``Histogram`` take a lock and walk
-    their Python objects on each update: five of them cost a twentieth of the
-    relay's CPU on a small request, for figures read once in a while.  The
-    relay runs on one thread, so plain counters are exact.
-    """
+    """What every finished request updates (``relay_protocol.tallies``), as metric families when scraped."""
 
     def __init__(self) -> None:
-        #: Requests by (status class, method class).
-        self.requests: dict[tuple[str, str], int] = {}
-        self.duration = _Latencies()
-        self.ttfb = _Latencies()
+        self.requests = RequestCounts()
+        self.duration = Latencies()
+        self.ttfb = Latencies()
         self.bytes_in = 0
         self.bytes_out = 0
         self.errors = 0
 
     def collect(self) -> Iterator[Metric]:
         """The families, as of now (names and help as prometheus_client's own counters would give)."""
-        requests = CounterMetricFamily(
-            "relay_requests", "Public requests to tunnels, by status class and method.", labels=["status_class", "method"]
-        )
-        for labels, count in self.requests.items():
-            requests.add_metric(labels, count)
-        yield requests
+        yield self.requests.family("relay_requests", "Public requests to tunnels, by status class and method.")
         yield self.duration.family(
             "relay_request_duration_seconds", "Public request duration, head in to last response byte."
         )
@@ -156,8 +100,6 @@ class RelayMetrics(RelayObserver):
         self.disconnects = Counter("relay_agent_disconnects", "Agent tunnels that went down.", registry=r)
         self.refused = Counter("relay_agent_handshakes_refused", "Agent handshakes refused, by wire code.", ["code"], registry=r)
         self._live: _LiveState | None = None
-        #: The label values of each (status, method) seen: working them out costs more than the count.
-        self._labels: dict[tuple[int, str], tuple[str, str]] = {}
 
     def watch(self, tunnels: Iterable[Any]) -> None:
         """Read the tunnel and stream gauges from ``tunnels`` (the relay's registry) when scraped."""
@@ -198,15 +140,8 @@ class RelayMetrics(RelayObserver):
 
     def request_finished(self, record: RequestRecord) -> None:
         """Count, time and size a finished request."""
-        key = (record.status, record.method)
-        labels = self._labels.get(key)
-        if labels is None:
-            labels = (status_class(record.status), method_class(record.method))
-            if len(self._labels) < _MAX_CACHED_LABELS:  # odd methods must not grow it without bound
-                self._labels[key] = labels
         tallies = self.tallies
-        requests = tallies.requests
-        requests[labels] = requests.get(labels, 0) + 1
+        tallies.requests.count(record.status, record.method)
         tallies.duration.observe(record.duration)
         if record.ttfb is not None:
             tallies.ttfb.observe(record.ttfb)

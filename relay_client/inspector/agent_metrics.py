@@ -2,8 +2,9 @@
 
 ``AgentMetrics`` keeps its own ``CollectorRegistry`` (never the library's
 global one, so agents in one process, as the library runs them, never mix).
-The recorder feeds it each finished exchange; the connection gauge and the
-reconnect counter are read from the agent's state when scraped.  Labels are
+The recorder feeds it each finished exchange, kept in plain tallies
+(``relay_protocol.tallies``); those, the connection gauge and the reconnect
+counter become metric families when scraped.  Labels are
 bounded (status class, standard method), never a path.
 """
 
@@ -12,18 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from relay_client.exchange import Exchange
-
-#: Methods that get their own label value; anything else is ``other``.
-STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
-
-#: Seconds: request duration buckets (streams and long polls reach minutes).
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+from relay_protocol.tallies import Latencies, RequestCounts
 
 
 class TunnelState(Protocol):
@@ -36,19 +32,6 @@ class TunnelState(Protocol):
     @property
     def reconnects(self) -> int:
         """How many times the tunnel came back after a loss."""
-
-
-def status_class(status: int | None) -> str:
-    """``2xx`` for 204; ``none`` when no response came (local server unreachable, aborted)."""
-    if status is None:
-        return "none"
-    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
-
-
-def method_class(method: str) -> str:
-    """The method itself if standard, else ``other``."""
-    upper = method.upper()
-    return upper if upper in STANDARD_METHODS else "other"
 
 
 class _Connection(Collector):
@@ -68,25 +51,42 @@ class _Connection(Collector):
         )
 
 
+class _ExchangeTallies(Collector):
+    """What every finished exchange updates (``relay_protocol.tallies``), as metric families when scraped."""
+
+    def __init__(self) -> None:
+        self.requests = RequestCounts()
+        self.duration = Latencies()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.errors = 0
+
+    def collect(self) -> Iterator[Metric]:
+        """The families, as of now (names and help as prometheus_client's own counters would give)."""
+        yield self.requests.family(
+            "relay_client_requests", "Requests forwarded to the local server, by status class and method."
+        )
+        yield self.duration.family(
+            "relay_client_request_duration_seconds", "Request duration at the agent, head in to exchange end."
+        )
+        yield CounterMetricFamily(
+            "relay_client_bytes_in", "Request body bytes received from the relay.", value=self.bytes_in
+        )
+        yield CounterMetricFamily(
+            "relay_client_bytes_out", "Response body bytes sent back to the relay.", value=self.bytes_out
+        )
+        yield CounterMetricFamily("relay_client_request_errors", "Exchanges that ended with an error.", value=self.errors)
+
+
 class AgentMetrics:
     """Requests, durations and bytes through this agent, plus its connection state."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "relay_client_requests", "Requests forwarded to the local server, by status class and method.",
-            ["status_class", "method"], registry=r,
-        )
-        self.duration = Histogram(
-            "relay_client_request_duration_seconds", "Request duration at the agent, head in to exchange end.",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.bytes_in = Counter("relay_client_bytes_in", "Request body bytes received from the relay.", registry=r)
-        self.bytes_out = Counter("relay_client_bytes_out", "Response body bytes sent back to the relay.", registry=r)
-        self.errors = Counter("relay_client_request_errors", "Exchanges that ended with an error.", registry=r)
+        self.tallies = _ExchangeTallies()
+        self.registry.register(self.tallies)
         self._connection = _Connection()
-        r.register(self._connection)
+        self.registry.register(self._connection)
 
     def watch(self, state: TunnelState) -> None:
         """Read the connection gauge and reconnect count from ``state`` when scraped."""
@@ -94,14 +94,13 @@ class AgentMetrics:
 
     def finished(self, exchange: Exchange) -> None:
         """Count one finished exchange."""
-        self.requests.labels(status_class=status_class(exchange.status), method=method_class(exchange.method)).inc()
-        self.duration.observe(exchange.duration or 0.0)
-        if exchange.request_bytes:
-            self.bytes_in.inc(exchange.request_bytes)
-        if exchange.response_bytes:
-            self.bytes_out.inc(exchange.response_bytes)
+        tallies = self.tallies
+        tallies.requests.count(exchange.status, exchange.method)
+        tallies.duration.observe(exchange.duration or 0.0)
+        tallies.bytes_in += exchange.request_bytes
+        tallies.bytes_out += exchange.response_bytes
         if exchange.error:
-            self.errors.inc()
+            tallies.errors += 1
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """(body, content type) in the format the scraper's Accept asks for."""

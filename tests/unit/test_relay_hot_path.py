@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from relay_server import metrics as relay_metrics
+from relay_protocol import tallies
 from relay_server.logs import _SECRETS, TEXT_FORMAT, TextFormatter, printable, redact
 from relay_server.metrics import RelayMetrics
 from relay_server.observer import RequestRecord
@@ -55,7 +55,7 @@ def _count(metrics: RelayMetrics, status_class: str, method: str) -> float:
 
 
 def test_request_counts_stay_exact_with_the_cached_label_values(monkeypatch) -> None:
-    monkeypatch.setattr(relay_metrics, "_MAX_CACHED_LABELS", 2)  # the bound is reached: the rest go uncached
+    monkeypatch.setattr(tallies, "MAX_CACHED_LABELS", 2)  # the bound is reached: the rest go uncached
     metrics = RelayMetrics()
     for _ in range(5):
         metrics.request_finished(_record(200, "GET"))
@@ -65,7 +65,7 @@ def test_request_counts_stay_exact_with_the_cached_label_values(monkeypatch) -> 
     assert _count(metrics, "2xx", "GET") == 10
     assert _count(metrics, "4xx", "POST") == 5
     assert _count(metrics, "2xx", "other") == 5
-    assert len(metrics._labels) == 2
+    assert len(metrics.tallies.requests._labels) == 2
     assert metrics.registry.get_sample_value("relay_bytes_out_total") == 20 * 12
 
 
@@ -77,14 +77,14 @@ def test_the_request_tallies_expose_what_prometheus_clients_own_counters_would()
 
     reference = CollectorRegistry()
     requests = Counter("relay_requests", "x", ["status_class", "method"], registry=reference)
-    duration = Histogram("relay_request_duration_seconds", "x", buckets=relay_metrics.LATENCY_BUCKETS, registry=reference)
-    ttfb = Histogram("relay_request_ttfb_seconds", "x", buckets=relay_metrics.LATENCY_BUCKETS, registry=reference)
+    duration = Histogram("relay_request_duration_seconds", "x", buckets=tallies.LATENCY_BUCKETS, registry=reference)
+    ttfb = Histogram("relay_request_ttfb_seconds", "x", buckets=tallies.LATENCY_BUCKETS, registry=reference)
     bytes_in = Counter("relay_bytes_in", "x", registry=reference)
     bytes_out = Counter("relay_bytes_out", "x", registry=reference)
     errors = Counter("relay_request_errors", "x", registry=reference)
     metrics = RelayMetrics()
     rnd = random.Random(3)
-    bounds = list(relay_metrics.LATENCY_BUCKETS)
+    bounds = list(tallies.LATENCY_BUCKETS)
     for i in range(2000):
         seconds = rnd.choice([rnd.uniform(0, 400), rnd.choice(bounds), 0.0])  # on a bound exactly, too
         first = None if i % 7 == 0 else seconds / 2
@@ -93,7 +93,7 @@ def test_the_request_tallies_expose_what_prometheus_clients_own_counters_would()
             seconds, first, rnd.randrange(3) * 10, rnd.randrange(5) * 7, "127.0.0.1", "cut off" if i % 11 == 0 else "",
         )
         metrics.request_finished(record)
-        requests.labels(relay_metrics.status_class(record.status), relay_metrics.method_class(record.method)).inc()
+        requests.labels(tallies.status_class(record.status), tallies.method_class(record.method)).inc()
         duration.observe(record.duration)
         if record.ttfb is not None:
             ttfb.observe(record.ttfb)

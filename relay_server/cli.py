@@ -218,7 +218,7 @@ def serve(
         typer.Option(envvar="RELAY_CLUSTER_SECRET", help="Secret shared by the fleet's nodes (authenticates node-to-node requests).", show_default=False),
     ] = None,
     workers: Annotated[
-        int, typer.Option(min=1, help="Processes sharing the public ports on this machine, each a fleet node (needs --cluster).")
+        int, typer.Option(min=1, help="Processes sharing the public ports on this machine, each a fleet node (needs --cluster; TLS only with --tls-cert files).")
     ] = 1,
 ) -> None:
     """Run the public relay."""
@@ -254,7 +254,8 @@ def serve(
 
         try:
             fleet_fields = FleetOptions(
-                cluster, advertise, internal_port, cluster_secret, workers, host, http_port, tls_fields.get("https_port")
+                cluster, advertise, internal_port, cluster_secret, workers, host, http_port, tls_fields.get("https_port"),
+                certificates="acme" if acme_email else "self-signed" if self_signed else "files" if tls_cert else None,
             ).config_fields()
         except FleetOptionError as exc:
             _fail(str(exc), 2)

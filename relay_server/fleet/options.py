@@ -42,6 +42,8 @@ class FleetOptions:
     host: str
     http_port: int
     https_port: int | None
+    #: Where the TLS listener's certificates come from: "files", "acme", "self-signed" (None: no TLS listener).
+    certificates: str | None = None
 
     def config_fields(self) -> dict[str, object]:
         """RelayConfig's fleet fields, or FleetOptionError."""
@@ -65,10 +67,11 @@ class FleetOptions:
             raise FleetOptionError(
                 "--cluster needs --internal-port: the port other nodes forward this node's tunnel traffic to"
             )
-        if self.workers > 1 and self.https_port:
+        if self.workers > 1 and self.https_port and self.certificates != "files":
             raise FleetOptionError(
-                "--workers cannot share the TLS listener yet: terminate TLS in front of the workers "
-                "(a TCP load balancer or proxy) or run --workers 1 per TLS port"
+                f"--workers with {'--acme-email' if self.certificates == 'acme' else '--self-signed'}: every worker "
+                "would issue its own certificates; give the workers the same files with --tls-cert/--tls-key "
+                "(from certbot or your CA), or run --workers 1"
             )
         internal = range(self.internal_port, self.internal_port + self.workers)
         if internal.stop - 1 > 65535:

@@ -94,6 +94,7 @@ def reserve_ports(config: RelayConfig) -> list[socket.socket]:
     """
     assert config.internal_port is not None
     wanted = [(config.http_port, "--http-port")] if config.http_port else []
+    wanted += [(config.https_port, "--https-port")] if config.https_port else []
     wanted += [(config.internal_port + i, "--internal-port") for i in range(config.workers)]
     held: list[socket.socket] = []
     try:

@@ -76,8 +76,12 @@ class ListenError(Exception):
     """The listening socket cannot be opened; the message is the one line the user sees."""
 
 
-def open_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
-    """Bound, listening, non-blocking sockets for every address ``host`` resolves to."""
+def open_listeners(host: str, port: int, backlog: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for every address ``host`` resolves to.
+
+    ``reuse_port``: SO_REUSEPORT, so the workers of ``--workers`` all listen on
+    the port and the kernel spreads new connections over them.
+    """
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -92,6 +96,8 @@ def open_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
@@ -214,7 +220,7 @@ class _Listening:
 class TLSSite(web.BaseSite):
     """An aiohttp site speaking TLS with a context chosen per connection by ``resolve``."""
 
-    __slots__ = ("_bound_port", "_host", "_pending", "_port", "_proxy_from", "_resolve")
+    __slots__ = ("_bound_port", "_host", "_pending", "_port", "_proxy_from", "_resolve", "_reuse_port")
 
     def __init__(
         self,
@@ -225,8 +231,10 @@ class TLSSite(web.BaseSite):
         *,
         backlog: int = 1024,
         proxy_from: Callable[[str], bool] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, backlog=backlog)
+        self._reuse_port = reuse_port
         #: With --proxy-protocol: which peers may connect (each opens with a PROXY header before TLS).
         self._proxy_from = proxy_from
         self._host = host
@@ -249,7 +257,7 @@ class TLSSite(web.BaseSite):
         """Bind (raising ListenError) and start accepting."""
         await super().start()
         try:
-            sockets = open_listeners(self._host, self._port, self._backlog)
+            sockets = open_listeners(self._host, self._port, self._backlog, reuse_port=self._reuse_port)
         except ListenError:
             self._runner._unreg_site(self)
             raise

@@ -52,6 +52,7 @@ class TLSRuntime:
         return TLSSite(
             runner, config.host, config.https_port, self.resolver,  # type: ignore[arg-type]
             proxy_from=config.is_trusted_proxy if config.proxy_protocol else None,
+            reuse_port=bool(config.cluster),  # --workers: every worker listens on the same port, as on http
         )
 
     async def start(self) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from support.localrelay import START_TIMEOUT, get_direct, start_agent, start_ori
 from support.ports import LOOPBACK, free_port, free_port_pair
 from support.processes import ProcessGroup, python_module
 from support.redis import RedisServer
+from tls.support.https import https_get
+from tls.support.pki import DOMAIN, LocalPKI
+from tls.support.relays import start_tls_agent, start_tls_relay
 
 SECRET = "workers-test-secret-0123456789abcdef"
 
@@ -84,6 +88,50 @@ def test_two_workers_share_the_public_port_and_both_serve_one_tunnel(
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait_exit(30.0) == 0, supervisor.output()
     assert not any(_alive(pid) for pid in workers), "every worker is gone with the supervisor"
+
+
+def test_two_workers_share_the_tls_port_too_with_certificate_files(
+    redis_server: RedisServer, processes: ProcessGroup, tmp_path: Path
+) -> None:
+    """HTTPS connections land on both workers; the agent on wss:// and every tunnel request over https work."""
+    (tmp_path / "pki").mkdir()
+    pki = LocalPKI(tmp_path / "pki")
+    files = pki.issue(f"*.{DOMAIN}", DOMAIN)
+    internal = free_port_pair()
+    relay = start_tls_relay(
+        processes, tmp_path / "data", "--domain", DOMAIN, "--tls-cert", str(files.chain), "--tls-key", str(files.key),
+        "--cluster", redis_server.url, "--internal-port", str(internal), "--cluster-secret", SECRET, "--workers", "2",
+    )
+    wait_until(lambda: len(_children(relay.process.pid)) == 2, START_TIMEOUT, message="two workers")
+    origin = start_origin(processes)
+    agent = start_tls_agent(processes, relay.server_url, str(origin.port), relay.token, cacert=pki.root_file, subdomain="tls")
+    assert agent.public_url == f"https://tls.{DOMAIN}:{relay.https_port}"
+    nodes: set[str] = set()
+    for i in range(MAX_TRIES):  # a fresh TLS connection each time
+        health = json.loads(https_get(relay.https_port, DOMAIN, "/_relay/health", cafile=pki.root_file).body)
+        nodes.add(health["cluster"]["node"])
+        response = https_get(relay.https_port, f"tls.{DOMAIN}", f"/over-tls/{i}", cafile=pki.root_file)
+        assert response.status == 200, response.body
+        assert json.loads(response.body)["raw_path"] == f"/over-tls/{i}"
+        assert response.certificate.serial_number == files.serial
+        if len(nodes) == 2 and i >= 10:
+            break
+    assert len(nodes) == 2, f"only {nodes} answered on the TLS port"
+    relay.process.signal(signal.SIGTERM)
+    assert relay.process.wait_exit(30.0) == 0, relay.process.output()
+
+
+def test_workers_refuse_certificates_each_would_issue_itself() -> None:
+    for option in (("--self-signed",), ("--https-port", str(free_port()), "--acme-email", "ops@example.com")):
+        argv = python_module(
+            "relay_server", "serve", "--host", LOOPBACK, "--http-port", str(free_port()), *option,
+            "--cluster", "redis://127.0.0.1:6399/0", "--cluster-secret", SECRET, "--internal-port", str(free_port()),
+            "--workers", "2",
+        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=node_env(), check=False)
+        assert done.returncode == 2, done.stderr
+        assert "every worker would issue its own certificates" in done.stderr, done.stderr
+        assert "--tls-cert/--tls-key" in done.stderr
 
 
 def test_a_port_a_worker_needs_being_taken_stops_the_supervisor_before_any_worker_starts(

@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fleet.conftest import node_argv_extra, node_env
 from support.localrelay import START_TIMEOUT, get_direct, start_agent, start_origin, start_relay, wait_until
 from support.ports import LOOPBACK, free_port, free_port_pair
 from support.processes import ProcessGroup, python_module
@@ -26,6 +24,8 @@ from support.redis import RedisServer
 from tls.support.https import https_get
 from tls.support.pki import DOMAIN, LocalPKI
 from tls.support.relays import start_tls_agent, start_tls_relay
+
+from fleet.conftest import node_argv_extra, node_env
 
 SECRET = "workers-test-secret-0123456789abcdef"
 

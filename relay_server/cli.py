@@ -125,6 +125,7 @@ def serve(
         bool,
         typer.Option(
             "--proxy-protocol",
+            envvar="RELAY_PROXY_PROTOCOL",
             help="A TCP load balancer (one of --trusted-proxy) opens every public connection with a PROXY header "
             "(v1 or v2) naming the client; connections without one are closed.",
         ),

@@ -76,6 +76,8 @@ class Node:
     relay: Relay
     internal_port: int
     index: int
+    #: Started with --proxy-protocol: a direct request must open with a PROXY header.
+    proxied: bool = False
 
     @property
     def port(self) -> int:
@@ -101,7 +103,11 @@ class Node:
 
     def health(self) -> dict:
         """``GET /_relay/health`` as JSON."""
-        return self.relay.health()
+        if not self.proxied:
+            return self.relay.health()
+        status, body = get_direct(self.port, "/_relay/health", host=f"localhost:{self.port}", proxied_for=LOOPBACK)
+        assert status == 200, f"health answered {status}: {body[:300]!r}"
+        return json.loads(body)
 
     def get(self, name: str, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         """A plain GET for tunnel ``name`` on this node (sync, for polling)."""
@@ -166,15 +172,18 @@ def start_node(
         *node_argv_extra(cluster, secret, internal, extra),
     )
     process = group.start(f"node{index}:{port}", argv, node_env())
+    proxied = "--proxy-protocol" in extra
 
     def healthy() -> bool:
         if process.returncode is not None:
             raise ProcessExited(f"node {index} exited before it was healthy\n{process.output()}")
-        status, _ = get_direct(port, "/_relay/health", host=f"localhost:{port}", timeout=1.0)
+        status, _ = get_direct(
+            port, "/_relay/health", host=f"localhost:{port}", timeout=1.0, proxied_for=LOOPBACK if proxied else None
+        )
         return status == 200
 
     wait_until(healthy, START_TIMEOUT, message=f"node {index} on port {port} healthy")
-    return Node(Relay(port, data_dir, process, None, None), internal, index)
+    return Node(Relay(port, data_dir, process, None, None), internal, index, proxied)
 
 
 def create_cluster_token(cluster: str, *options: str) -> str:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import http.client
 import shutil
+import socket
 import statistics
 import time
 from dataclasses import dataclass
@@ -367,7 +369,11 @@ def test_the_deploy_haproxy_config_spreads_agents_and_requests_over_two_nodes(
 ) -> None:
     lb_port = free_port()
     origin = start_stream_origin(processes)
-    fleet = start_fleet(processes, tmp_path / "fleet", 2, extra=("--public-port", str(lb_port)))
+    # As compose-fleet.yml runs them: PROXY headers expected, from the balancer (and the nodes' own checks) only.
+    fleet = start_fleet(
+        processes, tmp_path / "fleet", 2,
+        extra=("--public-port", str(lb_port), "--proxy-protocol", "--trusted-proxy", f"{LOOPBACK}/32"),
+    )
     config = tmp_path / "haproxy.cfg"
     config.write_text(_local_haproxy_config(lb_port, fleet.nodes))
     processes.start("haproxy", ["haproxy", "-db", "-f", str(config)])
@@ -390,3 +396,22 @@ def test_the_deploy_haproxy_config_spreads_agents_and_requests_over_two_nodes(
         status, body = get_direct(lb_port, f"/lb/{i}", host=f"{name}.localhost:{lb_port}", timeout=10.0)
         assert status == 200, f"{name} request {i}: {status} {body[:300]!r}"
         assert json.loads(body)["raw_path"] == f"/lb/{i}"
+
+    # A client the balancer sees at 127.0.0.2: the PROXY header carries its address to whichever node, and on.
+    for i in range(4):
+        echo = json.loads(_get_from("127.0.0.2", lb_port, f"/from/{i}", f"{agents[i % 3]}.localhost:{lb_port}"))
+        assert [v for k, v in echo["headers"] if k.lower() == "x-forwarded-for"] == ["127.0.0.2"], echo["headers"]
+    # Straight to a node, bypassing the balancer, without a header: closed unanswered.
+    with socket.create_connection((LOOPBACK, fleet.nodes[0].port), timeout=5) as bypass:
+        bypass.sendall(b"GET /_relay/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert bypass.recv(100) == b""
+
+
+def _get_from(source: str, port: int, path: str, host: str) -> bytes:
+    """GET on a fresh connection from loopback address ``source``: the body of a 200."""
+    with socket.create_connection((LOOPBACK, port), timeout=10, source_address=(source, 0)) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 200, response.status
+        return response.read()

@@ -85,9 +85,31 @@ class Agent:
         return self.public_url.removeprefix("http://")
 
 
-def get_direct(port: int, path: str, host: str | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
-    """A plain GET to 127.0.0.1:port with an optional Host header (for polling from sync code)."""
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+class _ProxiedConnection(http.client.HTTPConnection):
+    """An HTTP connection that opens with a PROXY v1 header, as a TCP balancer's would."""
+
+    def __init__(self, port: int, client: str, timeout: float) -> None:
+        super().__init__(LOOPBACK, port, timeout=timeout)
+        self.client = client
+
+    def connect(self) -> None:
+        super().connect()
+        assert self.sock is not None
+        self.sock.sendall(f"PROXY TCP4 {self.client} {LOOPBACK} 40000 {self.port}\r\n".encode())
+
+
+def get_direct(
+    port: int, path: str, host: str | None = None, timeout: float = 2.0, *, proxied_for: str | None = None
+) -> tuple[int, bytes]:
+    """A plain GET to 127.0.0.1:port with an optional Host header (for polling from sync code).
+
+    ``proxied_for``: open with a PROXY header naming that client (a relay run with ``--proxy-protocol``).
+    """
+    conn = (
+        http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+        if proxied_for is None
+        else _ProxiedConnection(port, proxied_for, timeout)
+    )
     try:
         conn.request("GET", path, headers={"Host": host} if host else {})
         response = conn.getresponse()

@@ -7,6 +7,7 @@ runs only with ``LOCALRELAY_TEST_IMAGE_BUILD=1``).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from support.localrelay import START_TIMEOUT, wait_until
+from support.ports import LOOPBACK, free_port, port_is_open
 from support.processes import REPO_ROOT, ProcessGroup, child_env, python_module
 
 from tls.support.relays import start_tls_relay
@@ -79,6 +82,34 @@ def test_the_image_health_check_command_passes_on_a_running_relay_and_fails_on_a
 
     assert healthy.returncode == 0
     assert stopped.returncode != 0
+
+
+def test_the_image_health_check_opens_with_a_proxy_header_when_the_relay_expects_one(
+    processes: ProcessGroup, data_dir: Path
+) -> None:
+    """Behind the fleet's balancer every connection must start with a PROXY header, the container's own check too."""
+    port = free_port()
+    relay = processes.start(
+        "relay:proxy-protocol",
+        python_module(
+            "relay_server", "serve", "--host", LOOPBACK, "--http-port", str(port), "--data-dir", str(data_dir),
+            "--trusted-proxy", "127.0.0.1/32",
+        ),
+        child_env({"RELAY_PROXY_PROTOCOL": "1"}),  # what compose-fleet.yml sets, for the relay and its check alike
+    )
+    wait_until(lambda: port_is_open(port), START_TIMEOUT, message="relay listening")
+    argv = [sys.executable, *_health_command()[1:]]
+
+    with_header = subprocess.run(
+        argv, env=child_env({"RELAY_HTTP_PORT": str(port), "RELAY_PROXY_PROTOCOL": "1"}), timeout=20, check=False
+    )
+    without = subprocess.run(
+        argv, env=child_env({"RELAY_HTTP_PORT": str(port)}), capture_output=True, timeout=20, check=False
+    )
+
+    assert with_header.returncode == 0
+    assert without.returncode != 0, "a relay expecting PROXY headers closes a connection without one"
+    assert relay.returncode is None
 
 
 def test_the_compose_file_parses_and_publishes_http_and_https_with_a_data_volume() -> None:
@@ -180,6 +211,17 @@ def test_the_fleet_compose_file_has_redis_with_persistence_two_relays_and_a_tcp_
     assert {"80:8080", "443:8443"} <= {p.split("#")[0].strip() for p in lb["ports"]}
     assert "./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in lb["volumes"]
 
+    # PROXY headers: the relays expect them and trust exactly the balancer's fixed address and their own check.
+    lb_address = lb["networks"]["fleet"]["ipv4_address"]
+    subnet = compose["networks"]["fleet"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(lb_address) in ipaddress.ip_network(subnet)
+    for name in relays:
+        relay = services[name]
+        assert relay["environment"]["RELAY_PROXY_PROTOCOL"] == "1"
+        trusted = [c.split("=", 1)[1] for c in relay["command"] if c.startswith("--trusted-proxy=")]
+        assert trusted == [f"{lb_address}/32", "127.0.0.1/32"], trusted
+        assert relay["networks"] == ["fleet"]
+
 
 def test_the_haproxy_config_passes_tcp_to_both_relays_and_checks_their_health() -> None:
     config = (DEPLOY / "haproxy.cfg").read_text()
@@ -189,6 +231,8 @@ def test_the_haproxy_config_passes_tcp_to_both_relays_and_checks_their_health() 
         for relay in ("relay1", "relay2"):
             assert re.search(rf"^\s*server {relay} {relay}:{port}\b", config, re.MULTILINE), (relay, port)
     assert "uri /_relay/health" in config
+    default_server = re.search(r"^\s*default-server (.*)$", config, re.MULTILINE)
+    assert default_server and {"send-proxy-v2", "check-send-proxy"} <= set(default_server.group(1).split())
     assert re.search(r"^\s*timeout tunnel\s+\d+h", config, re.MULTILINE), "long-lived websockets need a tunnel timeout"
 
 

@@ -10,8 +10,11 @@ cost a fraction.  Labels stay bounded: status class and standard method.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 #: Methods that get their own label value; anything else is ``other`` (bounded cardinality).
@@ -86,3 +89,39 @@ class RequestCounts:
         for labels, count in self.counts.items():
             family.add_metric(labels, count)
         return family
+
+
+@dataclass(frozen=True, slots=True)
+class TallyNames:
+    """(metric name, help) of each family a ``RequestTallies`` exposes; no ``ttfb``: not kept."""
+
+    requests: tuple[str, str]
+    duration: tuple[str, str]
+    bytes_in: tuple[str, str]
+    bytes_out: tuple[str, str]
+    errors: tuple[str, str]
+    ttfb: tuple[str, str] | None = None
+
+
+class RequestTallies(Collector):
+    """What every finished request updates, exposed as metric families when scraped."""
+
+    def __init__(self, names: TallyNames) -> None:
+        self.names = names
+        self.requests = RequestCounts()
+        self.duration = Latencies()
+        self.ttfb = Latencies()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.errors = 0
+
+    def collect(self) -> Iterator[Metric]:
+        """The families, as of now (names and help as prometheus_client's own metrics would give)."""
+        names = self.names
+        yield self.requests.family(*names.requests)
+        yield self.duration.family(*names.duration)
+        if names.ttfb is not None:
+            yield self.ttfb.family(*names.ttfb)
+        yield CounterMetricFamily(*names.bytes_in, value=self.bytes_in)
+        yield CounterMetricFamily(*names.bytes_out, value=self.bytes_out)
+        yield CounterMetricFamily(*names.errors, value=self.errors)

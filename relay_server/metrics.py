@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from relay_protocol.tallies import Latencies, RequestCounts
+from relay_protocol.tallies import RequestTallies, TallyNames
 from relay_server.access import client_address
 from relay_server.config import RelayConfig
 from relay_server.observer import RelayObserver, RequestRecord, find_observer
@@ -58,31 +58,15 @@ class _LiveState(Collector):
         yield GaugeMetricFamily("relay_streams_open", "Streams open on all tunnels right now.", value=streams)
 
 
-class _RequestTallies(Collector):
-    """What every finished request updates (``relay_protocol.tallies``), as metric families when scraped."""
-
-    def __init__(self) -> None:
-        self.requests = RequestCounts()
-        self.duration = Latencies()
-        self.ttfb = Latencies()
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.errors = 0
-
-    def collect(self) -> Iterator[Metric]:
-        """The families, as of now (names and help as prometheus_client's own counters would give)."""
-        yield self.requests.family("relay_requests", "Public requests to tunnels, by status class and method.")
-        yield self.duration.family(
-            "relay_request_duration_seconds", "Public request duration, head in to last response byte."
-        )
-        yield self.ttfb.family("relay_request_ttfb_seconds", "Time from a public request's head to its response head.")
-        yield CounterMetricFamily(
-            "relay_bytes_in", "Request body bytes received from public clients.", value=self.bytes_in
-        )
-        yield CounterMetricFamily("relay_bytes_out", "Response body bytes sent to public clients.", value=self.bytes_out)
-        yield CounterMetricFamily(
-            "relay_request_errors", "Public requests that ended early or with a relay error.", value=self.errors
-        )
+#: The relay's per-request families.
+_TALLY_NAMES = TallyNames(
+    requests=("relay_requests", "Public requests to tunnels, by status class and method."),
+    duration=("relay_request_duration_seconds", "Public request duration, head in to last response byte."),
+    bytes_in=("relay_bytes_in", "Request body bytes received from public clients."),
+    bytes_out=("relay_bytes_out", "Response body bytes sent to public clients."),
+    errors=("relay_request_errors", "Public requests that ended early or with a relay error."),
+    ttfb=("relay_request_ttfb_seconds", "Time from a public request's head to its response head."),
+)
 
 
 class RelayMetrics(RelayObserver):
@@ -91,7 +75,7 @@ class RelayMetrics(RelayObserver):
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.tallies = _RequestTallies()
+        self.tallies = RequestTallies(_TALLY_NAMES)
         r.register(self.tallies)
         self.auth_failures = Counter("relay_agent_auth_failures", "Agent logins refused (no, bad or revoked token).", registry=r)
         self.limit_hits = Counter("relay_limit_hits", "Requests or connections refused by a named limit.", ["limit"], registry=r)

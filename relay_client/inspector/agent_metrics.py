@@ -19,7 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from relay_client.exchange import Exchange
-from relay_protocol.tallies import Latencies, RequestCounts
+from relay_protocol.tallies import RequestTallies, TallyNames
 
 
 class TunnelState(Protocol):
@@ -51,31 +51,14 @@ class _Connection(Collector):
         )
 
 
-class _ExchangeTallies(Collector):
-    """What every finished exchange updates (``relay_protocol.tallies``), as metric families when scraped."""
-
-    def __init__(self) -> None:
-        self.requests = RequestCounts()
-        self.duration = Latencies()
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.errors = 0
-
-    def collect(self) -> Iterator[Metric]:
-        """The families, as of now (names and help as prometheus_client's own counters would give)."""
-        yield self.requests.family(
-            "relay_client_requests", "Requests forwarded to the local server, by status class and method."
-        )
-        yield self.duration.family(
-            "relay_client_request_duration_seconds", "Request duration at the agent, head in to exchange end."
-        )
-        yield CounterMetricFamily(
-            "relay_client_bytes_in", "Request body bytes received from the relay.", value=self.bytes_in
-        )
-        yield CounterMetricFamily(
-            "relay_client_bytes_out", "Response body bytes sent back to the relay.", value=self.bytes_out
-        )
-        yield CounterMetricFamily("relay_client_request_errors", "Exchanges that ended with an error.", value=self.errors)
+#: The agent's per-exchange families.
+_TALLY_NAMES = TallyNames(
+    requests=("relay_client_requests", "Requests forwarded to the local server, by status class and method."),
+    duration=("relay_client_request_duration_seconds", "Request duration at the agent, head in to exchange end."),
+    bytes_in=("relay_client_bytes_in", "Request body bytes received from the relay."),
+    bytes_out=("relay_client_bytes_out", "Response body bytes sent back to the relay."),
+    errors=("relay_client_request_errors", "Exchanges that ended with an error."),
+)
 
 
 class AgentMetrics:
@@ -83,7 +66,7 @@ class AgentMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.tallies = _ExchangeTallies()
+        self.tallies = RequestTallies(_TALLY_NAMES)
         self.registry.register(self.tallies)
         self._connection = _Connection()
         self.registry.register(self._connection)

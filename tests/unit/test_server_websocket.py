@@ -80,11 +80,17 @@ async def agent(port: int) -> ClientConnection:
     return await connect(f"ws://127.0.0.1:{port}/connect", ping_interval=None, compression=None, proxy=None)
 
 
-async def test_messages_go_both_ways_and_the_close_is_the_agents(relay):
+async def greeted(relay: Relay) -> tuple[ClientConnection, ServerWebsocket, Receiver]:
+    """An agent connected, its first message through, the relay's end attached."""
     client = await agent(relay.port)
     await client.send(b"hello")
     link, receiver = await asyncio.wait_for(relay.links.get(), 2)
     assert await asyncio.wait_for(receiver.messages.get(), 2) == b"hello"
+    return client, link, receiver
+
+
+async def test_messages_go_both_ways_and_the_close_is_the_agents(relay):
+    client, link, receiver = await greeted(relay)
     for size in (0, 125, 126, 65535, 65536):  # every length encoding of an unmasked frame
         link.write_message(bytes([size % 251]) * size)
         assert await asyncio.wait_for(client.recv(), 2) == bytes([size % 251]) * size
@@ -98,9 +104,7 @@ async def test_messages_go_both_ways_and_the_close_is_the_agents(relay):
 
 
 async def test_the_relays_close_reaches_the_agent_with_its_code(relay):
-    client = await agent(relay.port)
-    await client.send(b"hello")
-    link, _ = await asyncio.wait_for(relay.links.get(), 2)
+    client, link, _ = await greeted(relay)
     await asyncio.wait_for(link.close(1008, "UNAUTHORIZED"), 5)
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(client.recv(), 2)
@@ -108,10 +112,7 @@ async def test_the_relays_close_reaches_the_agent_with_its_code(relay):
 
 
 async def test_a_text_message_closes_with_1003_and_is_not_delivered(relay):
-    client = await agent(relay.port)
-    await client.send(b"hello")
-    _, receiver = await asyncio.wait_for(relay.links.get(), 2)
-    await receiver.messages.get()
+    client, _, receiver = await greeted(relay)
     await client.send("some text")
     await asyncio.wait_for(receiver.closed.wait(), 5)
     assert receiver.messages.empty()
@@ -119,10 +120,7 @@ async def test_a_text_message_closes_with_1003_and_is_not_delivered(relay):
 
 
 async def test_a_message_over_the_limit_closes_with_1009(relay):
-    client = await agent(relay.port)
-    await client.send(b"hello")
-    _, receiver = await asyncio.wait_for(relay.links.get(), 2)
-    await receiver.messages.get()
+    client, _, receiver = await greeted(relay)
     await client.send(b"x" * (MAX_MESSAGE + 1))
     await asyncio.wait_for(receiver.closed.wait(), 5)
     assert receiver.messages.empty()

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import socket
+from collections import deque
 
 #: The only address the tests ever listen on or connect to.
 LOOPBACK = "127.0.0.1"
 
 
+#: Ports handed out lately: the kernel may give a released port again at once, and two ports asked
+#: for one process (its http and https listeners, say) must differ.
+_RECENT: deque[int] = deque(maxlen=64)
+
+
 def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    """A port that was free on 127.0.0.1 a moment ago, and not one handed out lately."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+        if port not in _RECENT:
+            _RECENT.append(port)
+            return port
+    raise AssertionError("the kernel keeps handing out the same few ports")
 
 
 def free_port_pair() -> int:

@@ -7,6 +7,7 @@ check happens at the relay, so unauthorised requests never reach the laptop.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -97,6 +98,14 @@ def client_address(request: web.BaseRequest, config: RelayConfig) -> str:
     if not config.is_trusted_proxy(peer):
         return peer
     return forwarded_client(peer, request.headers.get("X-Forwarded-For", ""), config)
+
+
+def peer_address(transport: asyncio.BaseTransport) -> str:
+    """The connection's peer address as aiohttp's ``request.remote`` gives it ("" when unknown)."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, (list, tuple)) and peer:
+        return str(peer[0])
+    return "" if peer is None else str(peer)
 
 
 def forwarded_client(peer: str, forwarded_for: str, config: RelayConfig) -> str:

@@ -40,7 +40,7 @@ from relay_protocol.driver import MuxStream, StreamError
 from relay_protocol.errors import ErrorCode, LocalProtocolError
 from relay_protocol.heads import RequestHead, ResponseHead
 from relay_protocol.httpheaders import decode_raw_headers
-from relay_server.access import forwarded_client
+from relay_server.access import forwarded_client, peer_address
 from relay_server.app import Relay
 from relay_server.front import (
     busy_error,
@@ -265,8 +265,7 @@ class PublicConnection(asyncio.Protocol):
         """Note the peer; TCP_NODELAY as aiohttp sets it; the idle keep-alive clock starts."""
         self.transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's is no asyncio.Transport subclass)
         tcp_nodelay(transport, True)
-        peer = transport.get_extra_info("peername")
-        self._peer = str(peer[0]) if isinstance(peer, (list, tuple)) and peer else ("" if peer is None else str(peer))
+        self._peer = peer_address(transport)
         if transport.get_extra_info("sslcontext") is not None:
             self._scheme = "https"
         self._front.connections.add(self)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from relay_server.access import peer_address
 from relay_server.config import RelayConfig
 from relay_server.proxyheader import ProxyHeaderError, parse
 
@@ -77,8 +78,7 @@ class ProxyHeaderReader(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Only a trusted balancer may connect; it has ``HEADER_TIMEOUT`` seconds to say who the client is."""
         self._transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, (list, tuple)) and peer else ""
+        address = peer_address(transport)
         if not self._config.is_trusted_proxy(address):
             log.info("closed a connection from %s: --proxy-protocol takes connections from --trusted-proxy only", address)
             transport.abort()  # type: ignore[attr-defined]
@@ -118,8 +118,7 @@ class ProxyHeaderReader(asyncio.Protocol):
         self._stop_timer()
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            peer = transport.get_extra_info("peername")
-            log.info("closed a connection from %s: %s", peer[0] if peer else "?", reason)
+            log.info("closed a connection from %s: %s", peer_address(transport) or "?", reason)
             transport.abort()
 
     def _stop_timer(self) -> None:

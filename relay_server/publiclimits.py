@@ -172,13 +172,14 @@ class _GuardedServer(Server):
         header_timeout: float,
         observer: RelayObserver,
         lean: Callable[[Callable[[], RequestHandler]], LeanFrontLike] | None = None,
+        proxied: Callable[[Callable[[], asyncio.Protocol]], asyncio.Protocol] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._guard = {"header_timeout": header_timeout, "observer": observer}
         self.lean = lean(self.aiohttp_protocol) if lean is not None else None
         #: With --proxy-protocol: wraps the http listener's protocol in one that reads the PROXY header first.
-        self.proxied: Callable[[Callable[[], asyncio.Protocol]], asyncio.Protocol] | None = None
+        self.proxied = proxied
 
     def tls_protocol(self) -> asyncio.Protocol:
         """The protocol for a connection on the https listener (which reads any PROXY header itself)."""
@@ -210,6 +211,7 @@ class GuardedRunner(web.AppRunner):
         header_timeout: float,
         observer: RelayObserver,
         lean: Callable[[Callable[[], RequestHandler]], LeanFrontLike] | None = None,
+        proxied: Callable[[Callable[[], asyncio.Protocol]], asyncio.Protocol] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT)
@@ -218,6 +220,8 @@ class GuardedRunner(web.AppRunner):
         self._observer = observer
         #: Builds the lean front (given the aiohttp protocol factory it hands connections to), or None.
         self._lean = lean
+        #: Wraps the http listener's protocol factory in a PROXY-header reader (``--proxy-protocol``), or None.
+        self._proxied = proxied
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
@@ -229,6 +233,7 @@ class GuardedRunner(web.AppRunner):
             header_timeout=self._header_timeout,
             observer=self._observer,
             lean=self._lean,
+            proxied=self._proxied,
             **server._kwargs,
         )
         return guarded

@@ -114,6 +114,11 @@ async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> None
         except FleetStartError as exc:
             raise StartupError(str(exc)) from None
     paste = first_start_token(relay, tls) if fleet is None or fleet.prints_token else None
+    proxied = None
+    if config.proxy_protocol:  # a TCP balancer in front: each connection opens with the client's address
+        from relay_server.proxied import ProxyHeaderReader
+
+        proxied = lambda inner: ProxyHeaderReader(inner, config)
     runner = GuardedRunner(  # web.AppRunner plus the request-head (slowloris) timeout
         app,
         header_timeout=config.header_timeout,
@@ -121,6 +126,7 @@ async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> None
         # Plain requests to tunnels skip aiohttp's request machinery; on the http listener only
         # when no middleware (the TLS setup's redirect and ACME answers) needs to see them.
         lean=lambda aiohttp_protocol: LeanFront(relay, aiohttp_protocol, plain=not app.middlewares),
+        proxied=proxied,
         access_log=None,
         handle_signals=False,
         handler_cancellation=True,
@@ -130,10 +136,6 @@ async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> None
         max_field_size=config.max_header_bytes + PARSER_SLACK,
     )
     await runner.setup()
-    if config.proxy_protocol:  # a TCP balancer in front: each connection opens with the client's address
-        from relay_server.proxied import ProxyHeaderReader
-
-        runner.server.proxied = lambda inner: ProxyHeaderReader(inner, config)  # type: ignore[union-attr]
     try:
         if config.http_port:
             site = web.TCPSite(

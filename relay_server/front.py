@@ -105,27 +105,32 @@ _HOP_AND_PRIOR_PROXY = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto"}
 _AUTHORIZATION = frozenset({"authorization"})
 
 
-def response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The agent's response headers as the caller gets them: no hop-by-hop ones, at most one Content-Length.
+def response_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """The agent's response headers as the caller gets them, and their names in lower case.
 
-    A Content-Length that is not a decimal number, or several that disagree,
-    is framing the caller cannot trust (two lengths are how responses are
-    smuggled past a proxy in front): they all go, and the body is framed by
-    chunks as if none had been sent.  Repeats of one valid value become one.
+    No hop-by-hop ones, and at most one Content-Length: one that is not a
+    decimal number, or several that disagree, is framing the caller cannot
+    trust (two lengths are how responses are smuggled past a proxy in front):
+    they all go, and the body is framed by chunks as if none had been sent.
+    Repeats of one valid value become one.
     """
     pairs = strip_hop_by_hop(headers)
-    lengths = [value.strip() for name, value in pairs if name.lower() == "content-length"]
-    if not lengths or (len(lengths) == 1 and _is_length(lengths[0])):
-        return pairs
+    lowered = [name.lower() for name, _ in pairs]
+    count = lowered.count("content-length")
+    if count == 0 or (count == 1 and _is_length(pairs[lowered.index("content-length")][1].strip())):
+        return pairs, lowered
+    lengths = [value.strip() for lname, (_, value) in zip(lowered, pairs) if lname == "content-length"]
     keep = _is_length(lengths[0]) and all(value == lengths[0] for value in lengths)
     out: list[tuple[str, str]] = []
-    for name, value in pairs:
-        if name.lower() == "content-length":
+    out_lowered: list[str] = []
+    for lname, pair in zip(lowered, pairs):
+        if lname == "content-length":
             if not keep:
                 continue
             keep = False  # the first one only
-        out.append((name, value))
-    return out
+        out.append(pair)
+        out_lowered.append(lname)
+    return out, out_lowered
 
 
 def _is_length(value: str) -> bool:
@@ -227,7 +232,7 @@ async def _write_response(
     whole = stream.complete
     kind = _WholeResponse if whole else RelayedResponse
     # The multidict is built from the list in one call (not one add() per header); order and repeats stay.
-    response = kind(status=head.status, reason=head.reason or None, headers=response_headers(head.headers))
+    response = kind(status=head.status, reason=head.reason or None, headers=response_headers(head.headers)[0])
     # The meter notes time to first byte, body bytes, why it broke off.
     try:
         await response.prepare(request)

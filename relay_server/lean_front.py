@@ -588,8 +588,7 @@ def _response_head(method: str, head: ResponseHead, close: bool) -> tuple[bytes,
     the agent sent none; nothing else added.
     """
     status = head.status
-    headers = response_headers(head.headers)
-    lowered = [name.lower() for name, _ in headers]
+    headers, lowered = response_headers(head.headers)
     length = 0
     if status in EMPTY_BODY_STATUS_CODES or method == "HEAD":
         framing = _Framing.EMPTY

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from relay_server.proxyheader import v1_header
 from support.ports import LOOPBACK, free_port
 from support.processes import ManagedProcess, ProcessExited, ProcessGroup, child_env, python_module
 
@@ -95,7 +96,7 @@ class _ProxiedConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         super().connect()
         assert self.sock is not None
-        self.sock.sendall(f"PROXY TCP4 {self.client} {LOOPBACK} 40000 {self.port}\r\n".encode())
+        self.sock.sendall(v1_header((self.client, 40000), (LOOPBACK, self.port)))
 
 
 def get_direct(

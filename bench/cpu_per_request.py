@@ -20,6 +20,12 @@ front of the same origin (``bench/pipe_floor.py``): the shape of a relay and an 
 with none of their work, so what a Python tunnel costs at the least on this machine
 (reported as its "relay" and "agent").
 
+``--narrow`` also measures ``bench/narrow_floor.py`` the same way: a relay and an agent
+that do only the work our wire shape requires (llhttp at both ends, heads, websocket and
+multiplexer framing; no flow control, limits, metrics, logs or inspector), once with the
+JSON heads of ``relay_protocol.heads`` and once with NUL-separated binary heads: the
+ceiling a rewritten per-request path could reach in Python.
+
 ``--ssh`` adds ``ssh -R`` (the peers' harness set-up) the same way: sshd counted as the
 "relay" (with every process it forks), ssh as the "agent".
 
@@ -225,6 +231,37 @@ class FloorStack(Stack):
               flush=True)
 
 
+class NarrowStack(Stack):
+    """An origin behind ``narrow_floor.py``: a relay and an agent doing only the work our wire shape requires."""
+
+    def __init__(self, logs: str, binary: bool = False) -> None:  # noqa: PLW0231  (a different stack, the same rounds)
+        name = "narrow-binary" if binary else "narrow"
+        self.name, self.relay_tree, self.agent_tree = name, "bench/narrow_floor.py", "bench/narrow_floor.py"
+        self.procs = []
+        if binary:
+            os.environ["NARROW_HEADS"] = "binary"  # inherited by the two processes started here
+        oport, aport, front = free_port(), free_port(), free_port()
+        narrow = os.path.join(ROOT, "bench", "narrow_floor.py")
+        try:
+            self.origin = self._start([PY, ORIGIN, str(oport), "127.0.0.1"], None, f"{logs}/{name}-origin.log")
+            wait_until(lambda: get(f"http://127.0.0.1:{oport}/hello")[0] == 200, "origin")
+            self.relay = self._start([PY, narrow, "relay", str(front), str(aport)], None, f"{logs}/{name}-relay.log")
+            wait_until(lambda: "listening" in _text(f"{logs}/{name}-relay.log"), "narrow relay")
+            self.agent = self._start([PY, narrow, "agent", str(aport), str(oport)], None, f"{logs}/{name}-agent.log")
+        finally:
+            os.environ.pop("NARROW_HEADS", None)
+        self.host = f"127.0.0.1:{front}"
+        self.url = f"http://127.0.0.1:{front}"
+        wait_until(lambda: get(self.url + "/hello") == (200, b"hello world\n"), "narrow tunnel")
+        print(f"  {name}: origin pid {self.origin.pid}, relay pid {self.relay.pid}, agent pid {self.agent.pid}",
+              flush=True)
+
+
+def _text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 class SshStack(Stack):
     """The origin behind ``ssh -R`` (sshd in the relay's place, ssh in the agent's), set up by the peers' harness."""
 
@@ -286,6 +323,9 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--agent-args", default="--no-inspect", help="extra relay-client http options")
+    ap.add_argument("--narrow", action="store_true",
+                    help="also measure the narrowest relay and agent of our wire shape (bench/narrow_floor.py), "
+                         "with JSON heads and with binary ones")
     ap.add_argument("--floor", action="store_true",
                     help="also measure two uvloop byte pipes in the relay's and agent's places (bench/pipe_floor.py)")
     ap.add_argument("--ssh", action="store_true",
@@ -304,6 +344,9 @@ def main() -> None:
             stacks.append(Stack("B", a.compare, a.compare, a.agent_args.split(), logs))
         if a.floor:
             stacks.append(FloorStack(logs))
+        if a.narrow:
+            stacks.append(NarrowStack(logs))
+            stacks.append(NarrowStack(logs, binary=True))
         if a.ssh:
             stacks.append(SshStack(logs))
         for s in stacks:

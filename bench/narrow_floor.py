@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from relay_protocol.heads import RequestHead, ResponseHead
 from relay_protocol.httpheaders import strip_hop_by_hop
+from relay_protocol.websocket import frame_head
 
 _MUX = struct.Struct(">BBII")
 
@@ -53,15 +54,6 @@ def decode_fields(payload: bytes) -> list[str]:
         raise ValueError("CR or LF in a head")
     return text.split("\0")
 OPEN, RESPONSE, DATA, END = 3, 4, 5, 1
-
-
-def ws_head(length: int, masked: bool) -> bytes:
-    bit = 0x80 if masked else 0
-    if length < 126:
-        return struct.pack("!BB", 0x82, bit | length)
-    if length < 65536:
-        return struct.pack("!BBH", 0x82, bit | 126, length)
-    return struct.pack("!BBQ", 0x82, bit | 127, length)
 
 
 def ws_messages(buffer: bytearray, masked: bool) -> list[bytes]:
@@ -160,7 +152,7 @@ class Relay(asyncio.Protocol):
         self.next_id += 2
         self.streams[sid] = (public, None)
         frame = _MUX.pack(OPEN, END, sid, len(head)) + head
-        self.transport.write(ws_head(len(frame), False) + frame)  # type: ignore[union-attr]
+        self.transport.write(frame_head(len(frame), masked=False) + frame)  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -214,7 +206,7 @@ class Origin(asyncio.Protocol):
         body, self.headers, self.body = self.body, [], b""
         message = _MUX.pack(RESPONSE, 0, self.sid, len(head)) + head + _MUX.pack(DATA, END, self.sid, len(body)) + body
         key = os.urandom(4)
-        self.agent.transport.write(ws_head(len(message), True) + key + apply_mask(message, key))  # type: ignore[union-attr]
+        self.agent.transport.write(frame_head(len(message), masked=True) + key + apply_mask(message, key))  # type: ignore[union-attr]
         self.agent.idle.append(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -72,13 +72,19 @@ def syscalls(pid: int) -> tuple[int, int]:
     return int(fields["syscr"]), int(fields["syscw"])
 
 
+#: Every process started, so ``main`` stops them all by PID even when a stack fails half-way up.
+STARTED: list[subprocess.Popen] = []
+
+
 def start(cmd: list[str], tree: str | None, log: str) -> subprocess.Popen:
     env = dict(os.environ)
     if tree:
         env["PYTHONPATH"] = tree
     out = open(log, "wb")
-    return subprocess.Popen(cmd, cwd=tree or ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(cmd, cwd=tree or ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    STARTED.append(p)
+    return p
 
 
 def stop(p: subprocess.Popen) -> None:
@@ -368,6 +374,8 @@ def main() -> None:
     finally:
         for s in stacks:
             s.stop()
+        for p in reversed(STARTED):  # those of a stack that failed before it was up
+            stop(p)
 
 
 if __name__ == "__main__":

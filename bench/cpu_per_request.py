@@ -76,8 +76,8 @@ def syscalls(pid: int) -> tuple[int, int]:
 STARTED: list[subprocess.Popen] = []
 
 
-def start(cmd: list[str], tree: str | None, log: str) -> subprocess.Popen:
-    env = dict(os.environ)
+def start(cmd: list[str], tree: str | None, log: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ, **(env_extra or {}))
     if tree:
         env["PYTHONPATH"] = tree
     out = open(log, "wb")
@@ -172,8 +172,8 @@ class Stack:
         print(f"  {name}: origin pid {self.origin.pid}, relay pid {self.relay.pid}, agent pid {self.agent.pid}",
               flush=True)
 
-    def _start(self, cmd: list[str], tree: str | None, log: str) -> subprocess.Popen:
-        p = start(cmd, tree, log)
+    def _start(self, cmd: list[str], tree: str | None, log: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+        p = start(cmd, tree, log, env_extra)
         self.procs.append(p)
         return p
 
@@ -244,18 +244,14 @@ class NarrowStack(Stack):
         name = "narrow-binary" if binary else "narrow"
         self.name, self.relay_tree, self.agent_tree = name, "bench/narrow_floor.py", "bench/narrow_floor.py"
         self.procs = []
-        if binary:
-            os.environ["NARROW_HEADS"] = "binary"  # inherited by the two processes started here
+        heads = {"NARROW_HEADS": "binary"} if binary else None
         oport, aport, front = free_port(), free_port(), free_port()
         narrow = os.path.join(ROOT, "bench", "narrow_floor.py")
-        try:
-            self.origin = self._start([PY, ORIGIN, str(oport), "127.0.0.1"], None, f"{logs}/{name}-origin.log")
-            wait_until(lambda: get(f"http://127.0.0.1:{oport}/hello")[0] == 200, "origin")
-            self.relay = self._start([PY, narrow, "relay", str(front), str(aport)], None, f"{logs}/{name}-relay.log")
-            wait_until(lambda: "listening" in _text(f"{logs}/{name}-relay.log"), "narrow relay")
-            self.agent = self._start([PY, narrow, "agent", str(aport), str(oport)], None, f"{logs}/{name}-agent.log")
-        finally:
-            os.environ.pop("NARROW_HEADS", None)
+        self.origin = self._start([PY, ORIGIN, str(oport), "127.0.0.1"], None, f"{logs}/{name}-origin.log")
+        wait_until(lambda: get(f"http://127.0.0.1:{oport}/hello")[0] == 200, "origin")
+        self.relay = self._start([PY, narrow, "relay", str(front), str(aport)], None, f"{logs}/{name}-relay.log", heads)
+        wait_until(lambda: "listening" in _text(f"{logs}/{name}-relay.log"), "narrow relay")
+        self.agent = self._start([PY, narrow, "agent", str(aport), str(oport)], None, f"{logs}/{name}-agent.log", heads)
         self.host = f"127.0.0.1:{front}"
         self.url = f"http://127.0.0.1:{front}"
         wait_until(lambda: get(self.url + "/hello") == (200, b"hello world\n"), "narrow tunnel")

@@ -13,6 +13,9 @@ the per-request work no tunnel of our design can skip, and nothing else:
   origin; llhttp parses the answer, which goes back as RESPONSE + DATA(END) in one
   masked websocket message.
 
+Multiplexer frames are made and read by ``relay_protocol.frames`` (its decoder
+validates them as the product's does); websocket frames are read by hand.
+
 No handshake, flow control, metrics, logs, inspector, limits, deadlines or error
 handling (a bad byte ends the process): a measuring stick, never a product.
 ``cpu_per_request.py --narrow`` runs it beside the real stack.
@@ -34,11 +37,10 @@ from websockets.speedups import apply_mask  # type: ignore[import-not-found]
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from relay_protocol.frames import Flag, FrameDecoder, FrameType, encode_frame
 from relay_protocol.heads import RequestHead, ResponseHead
 from relay_protocol.httpheaders import strip_hop_by_hop
 from relay_protocol.websocket import frame_head
-
-_MUX = struct.Struct(">BBII")
 
 #: ``NARROW_HEADS=binary``: heads as NUL-separated fields instead of ``heads``' JSON (what a binary encoding saves).
 BINARY = os.environ.get("NARROW_HEADS") == "binary"
@@ -53,7 +55,9 @@ def decode_fields(payload: bytes) -> list[str]:
     if "\r" in text or "\n" in text:
         raise ValueError("CR or LF in a head")
     return text.split("\0")
-OPEN, RESPONSE, DATA, END = 3, 4, 5, 1
+
+
+OPEN, RESPONSE, DATA, END = FrameType.OPEN, FrameType.RESPONSE, FrameType.DATA, Flag.END_STREAM
 
 
 def ws_messages(buffer: bytearray, masked: bool) -> list[bytes]:
@@ -78,15 +82,6 @@ def ws_messages(buffer: bytearray, masked: bool) -> list[bytes]:
         payload = bytes(buffer[at : at + n])
         del buffer[: at + n]
         out.append(apply_mask(payload, key) if masked else payload)
-    return out
-
-
-def mux_frames(message: bytes) -> list[tuple[int, int, int, bytes]]:
-    out, at = [], 0
-    while at < len(message):
-        ftype, flags, sid, n = _MUX.unpack_from(message, at)
-        out.append((ftype, flags, sid, message[at + 10 : at + 10 + n]))
-        at += 10 + n
     return out
 
 
@@ -139,6 +134,7 @@ class Relay(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.buffer = bytearray()
+        self.frames = FrameDecoder()
         self.streams: dict[int, tuple[Public, ResponseHead | None]] = {}
         self.next_id = 1
         self.transport: asyncio.Transport | None = None
@@ -151,13 +147,13 @@ class Relay(asyncio.Protocol):
         sid = self.next_id
         self.next_id += 2
         self.streams[sid] = (public, None)
-        frame = _MUX.pack(OPEN, END, sid, len(head)) + head
+        frame = encode_frame(OPEN, END, sid, head)
         self.transport.write(frame_head(len(frame), masked=False) + frame)  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         for message in ws_messages(self.buffer, masked=True):
-            for ftype, flags, sid, payload in mux_frames(message):
+            for ftype, flags, sid, payload in self.frames.feed(message):
                 public, head = self.streams[sid]
                 if ftype == RESPONSE:
                     if BINARY:
@@ -204,7 +200,7 @@ class Origin(asyncio.Protocol):
         else:
             head = ResponseHead(self.parser.get_status_code(), self.reason, self.headers).encode()
         body, self.headers, self.body = self.body, [], b""
-        message = _MUX.pack(RESPONSE, 0, self.sid, len(head)) + head + _MUX.pack(DATA, END, self.sid, len(body)) + body
+        message = encode_frame(RESPONSE, 0, self.sid, head) + encode_frame(DATA, END, self.sid, body)
         key = os.urandom(4)
         self.agent.transport.write(frame_head(len(message), masked=True) + key + apply_mask(message, key))  # type: ignore[union-attr]
         self.agent.idle.append(self)
@@ -219,6 +215,7 @@ class Agent(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.buffer = bytearray()
+        self.frames = FrameDecoder()
         self.idle: list[Origin] = []
         self.transport: asyncio.Transport | None = None
 
@@ -229,7 +226,7 @@ class Agent(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         for message in ws_messages(self.buffer, masked=False):
-            for _ftype, _flags, sid, payload in mux_frames(message):
+            for _ftype, _flags, sid, payload in self.frames.feed(message):
                 if BINARY:
                     f = decode_fields(payload)
                     head = RequestHead(f[0], f[1], list(zip(f[3::2], f[4::2])), f[2])

@@ -46,6 +46,7 @@ class Agent:
     state: TunnelState = field(default_factory=TunnelState)
 
     def __post_init__(self) -> None:
+        self.config.check()
         #: The forwarder's session to the local server while running (the inspector replays through it).
         self.local_session: aiohttp.ClientSession | None = None
         self._agent_key = secrets.token_hex(16)
@@ -145,6 +146,8 @@ class Agent:
                     on_stream=forwarder.start,
                     ssl_context=ssl_context,
                     options=self.config.relay_options(),
+                    stream_window=self.config.stream_window,
+                    connection_window=self.config.connection_window,
                 )
             except RetryableError as exc:
                 failures_this_round += 1

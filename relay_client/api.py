@@ -42,7 +42,8 @@ class Tunnel:
         config = AgentConfig(
             target=parse_target(local), servers=[server], token=token, subdomain=subdomain, cacert=cacert
         )
-        for key, value in options.items():  # host_header, rewrite_urls, cors, basic_auth, allow_ip
+        # Any AgentConfig field: host_header, rewrite_urls, cors, basic_auth, allow_ip, stream_window...
+        for key, value in options.items():
             if not hasattr(config, key) or key in ("target", "servers"):
                 raise TypeError(f"Tunnel() got an unexpected option {key!r}")
             setattr(config, key, value)

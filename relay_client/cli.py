@@ -14,6 +14,7 @@ from relay_client.check import register as register_check
 from relay_client.inspector.address import DEFAULT_INSPECT_HOST, DEFAULT_INSPECT_PORT, parse_inspect_addr
 from relay_client.errors import AgentError
 from relay_client.target import TargetError, parse_target
+from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, MAX_WINDOW, MIN_WINDOW
 from relay_protocol.relaunch import allow as allow_relaunch, relaunch
 
 app = typer.Typer(
@@ -86,6 +87,19 @@ def http(
             "an SSE stream or websocket for as long as it lasts (raise it for many MCP clients).",
         ),
     ] = LOCAL_CONNECTION_LIMIT,
+    stream_window: Annotated[
+        int,
+        typer.Option(
+            min=MIN_WINDOW,
+            max=MAX_WINDOW,
+            help="Request body bytes the relay may send ahead of the local server, per stream "
+            "(bounds what an upload can make the agent hold).",
+        ),
+    ] = DEFAULT_STREAM_WINDOW,
+    connection_window: Annotated[
+        int,
+        typer.Option(min=MIN_WINDOW, max=MAX_WINDOW, help="The same over all streams of the tunnel at once."),
+    ] = DEFAULT_CONNECTION_WINDOW,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Also print every request and response head.")
     ] = False,
@@ -125,6 +139,8 @@ def http(
         allow_ip=list(allow_ip or []),
         shutdown_grace=shutdown_grace,
         local_connections=local_connections,
+        stream_window=stream_window,
+        connection_window=connection_window,
     )
 
     inspect_at: tuple[str, int] | None = None

@@ -26,7 +26,7 @@ from relay_protocol.driver import Multiplexer, MuxStream
 from relay_protocol.errors import ErrorCode
 from relay_protocol.events import ConnectionClosed, GoAwayReceived, WelcomeReceived
 from relay_protocol.handshake import Hello, Welcome
-from relay_protocol.limits import seconds_from_env
+from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, seconds_from_env
 from relay_protocol.session import Role, Session
 
 CONNECT_PATH = "/_relay/connect"
@@ -98,6 +98,8 @@ async def open_connection(
     on_stream: Callable[[MuxStream], None],
     ssl_context: ssl.SSLContext | None = None,
     options: dict | None = None,
+    stream_window: int = DEFAULT_STREAM_WINDOW,
+    connection_window: int = DEFAULT_CONNECTION_WINDOW,
 ) -> AgentConnection:
     """Connect to one relay and register; raise AgentError on any failure."""
     url = websocket_url(server)
@@ -144,7 +146,7 @@ async def open_connection(
         raise RetryableError(f"cannot reach relay at {server}: {reason}") from None
 
     transport = ClientWebsocket(ws, ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT, close_timeout=CLOSE_TIMEOUT)
-    session = Session(Role.AGENT)
+    session = Session(Role.AGENT, stream_window=stream_window, connection_window=connection_window)
     session.send_hello(
         Hello(subdomain=subdomain, agent_key=agent_key, client=f"localrelay-agent/{__version__}", options=options or {})
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from relay_client.exchange import DEFAULT_CAPTURE_LIMIT
 from relay_client.target import LocalTarget
+from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, MAX_WINDOW, MIN_WINDOW
 
 #: Seconds requests in flight get to finish after Ctrl-C / SIGTERM before the agent cuts them off.
 SHUTDOWN_GRACE = 10.0
@@ -44,6 +45,18 @@ class AgentConfig:
     shutdown_grace: float = SHUTDOWN_GRACE
     #: Connections to the local server at most (plain requests and websockets each).
     local_connections: int = LOCAL_CONNECTION_LIMIT
+    #: Request body bytes the relay may send ahead of the local server, per stream and over
+    #: all streams (the agent's receive windows, announced in HELLO): what uploads can make
+    #: the agent hold in memory.
+    stream_window: int = DEFAULT_STREAM_WINDOW
+    connection_window: int = DEFAULT_CONNECTION_WINDOW
+
+    def check(self) -> None:
+        """ValueError for a setting the relay would refuse in HELLO (the library sets fields directly)."""
+        for name in ("stream_window", "connection_window"):
+            value = getattr(self, name)
+            if type(value) is not int or not MIN_WINDOW <= value <= MAX_WINDOW:
+                raise ValueError(f"{name} must be an integer between {MIN_WINDOW} and {MAX_WINDOW}, not {value!r}")
 
     def relay_options(self) -> dict:
         """Access rules for the relay to enforce, as HELLO options."""

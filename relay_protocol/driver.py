@@ -184,6 +184,11 @@ class MuxStream:
         return body
 
     @property
+    def buffered(self) -> int:
+        """Body bytes the peer sent that nobody has read yet (at most the stream's receive window)."""
+        return sum(map(len, self._chunks))
+
+    @property
     def complete(self) -> bool:
         """The whole body has arrived (some of it may be unread)."""
         return self._eof and self._error is None

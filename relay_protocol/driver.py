@@ -73,7 +73,7 @@ class Transport(Protocol):
 class MessageReceiver(Protocol):
     """What a ``PushTransport`` calls (the multiplexer)."""
 
-    def message_received(self, message: bytes) -> None:
+    def message_received(self, message: bytes | memoryview) -> None:
         """One binary message arrived."""
 
     def transport_writable(self) -> None:
@@ -432,7 +432,7 @@ class Multiplexer:
             self._fail_all(ErrorCode.GOING_AWAY, self.close_reason or "tunnel connection closed")
             await transport.close()
 
-    def message_received(self, message: bytes) -> None:
+    def message_received(self, message: bytes | memoryview) -> None:
         """PushTransport callback: one message."""
         ended = self._ended
         if ended is None or ended.done():

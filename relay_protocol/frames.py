@@ -128,11 +128,12 @@ class FrameDecoder:
         """Bytes held that do not yet make a whole frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes | memoryview) -> list[Frame]:
         """Add bytes and return every frame they complete, in order.
 
         DATA payloads are zero-copy views into the message (they keep it alive
-        until consumed); every other payload is a small ``bytes`` copy.
+        until consumed); every other payload is a small ``bytes`` copy.  The
+        message may itself be a view into what the socket received.
         """
         if self._buffer:
             self._buffer += data
@@ -157,7 +158,7 @@ class FrameDecoder:
                 stop = start + length
                 if stop > end:
                     break
-                payload = view[start:stop] if frame_type is data_type else data[start:stop]
+                payload = view[start:stop] if frame_type is data_type else bytes(view[start:stop])
                 frames.append(Frame(frame_type, flags & 0x3, stream_id, payload))
                 offset = stop
         finally:

@@ -317,7 +317,7 @@ class Session:
         return len(self._streams)
 
     # ------------------------------------------------------------------ input
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | memoryview) -> list[Event]:
         """Feed bytes from the peer; return what they meant.
 
         A protocol violation by the peer queues GOAWAY with its code and

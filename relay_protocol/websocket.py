@@ -5,8 +5,11 @@ Each side does its opening handshake with its own library (the agent with
 ``WebSocketResponse.prepare``), then a subclass takes the socket over.  From
 then on a message reaches the multiplexer inside ``data_received`` and goes
 out with one ``writelines``: no task hop on the way in, no lock or awaited
-drain on the way out.  Framing, unmasking, ping/pong, the close handshake and
-the message size limit stay websockets' (its ``Protocol``); what an asyncio
+drain on the way out.  Whole final binary frames (every tunnel message) are cut
+out of the received bytes by ``relay_protocol.wsframes`` without websockets'
+two copies; anything else, ping/pong, the close handshake and every refusal
+stay websockets' (its ``Protocol``), which reads on from where that reader
+stops.  What an asyncio
 connection did besides is kept here: the keepalive ping with its pong
 deadline, the close deadline, and write flow control.
 """
@@ -21,9 +24,10 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 
 from websockets.frames import Frame, Opcode
-from websockets.protocol import CLOSED, OPEN, Protocol
+from websockets.protocol import CLOSED, OPEN, Protocol, Side
 
 from relay_protocol.driver import MessageReceiver, TransportClosed
+from relay_protocol.wsframes import BinaryFrameReader, Piece
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +80,14 @@ class PushWebsocket(asyncio.Protocol):
         self._pong_timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
         self._ping_sent_at = 0.0
+        #: Whole binary frames are read here without websockets' copies, until anything else comes.
+        self._frames = BinaryFrameReader(masked=protocol.side is Side.SERVER, max_size=protocol.max_message_size)
 
     def _take_over(self, frames: Iterable[Frame] = (), *, paused: bool = False) -> None:
         """Become the socket's protocol; ``frames`` arrived before, ``paused``: its writes are paused now."""
         self._paused = paused
+        if getattr(getattr(self.protocol, "reader", None), "buffer", b"?"):
+            self._frames.stop()  # websockets holds part of a frame already: it reads on from there
         self.transport.set_protocol(self)
         for frame in frames:
             self._frame(frame)
@@ -154,6 +162,30 @@ class PushWebsocket(asyncio.Protocol):
 
     # ----------------------------------------------------------------- asyncio.Protocol
     def data_received(self, data: bytes) -> None:
+        frames = self._frames
+        if frames.active:
+            frames.feed(data)
+            data = self._read_frames(frames)
+            if not data:
+                return
+        self._read_with_protocol(data)
+
+    def _read_frames(self, frames: BinaryFrameReader) -> bytes:
+        """Deliver whole binary frames; control frames go through websockets; return what websockets reads next."""
+        protocol = self.protocol
+        while (found := frames.next()) is not None:
+            piece, chunk = found
+            if piece is Piece.BINARY:
+                self._deliver(chunk)  # a view into the received bytes: the multiplexer takes views
+            elif piece is Piece.CONTROL:
+                self._read_with_protocol(bytes(chunk))  # already bytes: no copy
+            else:
+                return bytes(chunk)
+            if protocol.state is not OPEN or self._refused:
+                return frames.stop()  # the close handshake is websockets' to finish
+        return b""
+
+    def _read_with_protocol(self, data: bytes) -> None:
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
@@ -217,14 +249,14 @@ class PushWebsocket(asyncio.Protocol):
         elif opcode is _PONG:
             self._pong(bytes(data))
 
-    def _deliver(self, message: bytes) -> None:
+    def _deliver(self, message: bytes | memoryview) -> None:
         if self._refused:
             return
         receiver = self._receiver
         if receiver is not None:
             receiver.message_received(message)
         else:
-            self._inbox.append(message)
+            self._inbox.append(bytes(message))  # the handshake decodes these: bytes, not a view
             self._wake_recv()
 
     def _write_out(self) -> None:

@@ -4,9 +4,9 @@ Its handling of websockets' frames (fragments joined, pongs matched, text
 refused, the closing handshake, the size limit) must give exactly the
 messages, and write exactly the replies (pongs, close frames), that
 websockets' protocol alone gives for the same bytes: differential, with
-hypothesis choosing the frames and where the stream is cut.  (A hand-written
-parser for whole binary frames was measured against this: 4% at one
-connection, nothing at 32 or in bulk; not kept.)
+hypothesis choosing the frames and where the stream is cut.  Whole binary frames
+are cut out by ``relay_protocol.wsframes`` and everything else goes through
+websockets, so this also holds that reader to websockets' answers.
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ class PushWebsocket(asyncio.Protocol):
         self._ping_payload: bytes | None = None
         self._ping_sent_at = 0.0
         #: Whole binary frames are read here without websockets' copies, until anything else comes.
-        self._frames = BinaryFrameReader(masked=protocol.side is Side.SERVER, max_size=protocol.max_message_size)
+        limit = getattr(protocol, "max_message_size", getattr(protocol, "max_size", None))  # named max_size before websockets 15
+        self._frames = BinaryFrameReader(masked=protocol.side is Side.SERVER, max_size=limit)
 
     def _take_over(self, frames: Iterable[Frame] = (), *, paused: bool = False) -> None:
         """Become the socket's protocol; ``frames`` arrived before, ``paused``: its writes are paused now."""

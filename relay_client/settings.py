@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from relay_client.exchange import DEFAULT_CAPTURE_LIMIT
 from relay_client.target import LocalTarget
-from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, MAX_WINDOW, MIN_WINDOW
+from relay_protocol.limits import DEFAULT_CONNECTION_WINDOW, DEFAULT_STREAM_WINDOW, MAX_WINDOW, MIN_WINDOW, is_valid_window
 
 #: Seconds requests in flight get to finish after Ctrl-C / SIGTERM before the agent cuts them off.
 SHUTDOWN_GRACE = 10.0
@@ -55,7 +55,7 @@ class AgentConfig:
         """ValueError for a setting the relay would refuse in HELLO (the library sets fields directly)."""
         for name in ("stream_window", "connection_window"):
             value = getattr(self, name)
-            if type(value) is not int or not MIN_WINDOW <= value <= MAX_WINDOW:
+            if not is_valid_window(value):
                 raise ValueError(f"{name} must be an integer between {MIN_WINDOW} and {MAX_WINDOW}, not {value!r}")
 
     def relay_options(self) -> dict:

@@ -175,7 +175,7 @@ class MuxStream:
     def read_whole(self) -> bytes | memoryview:
         """The rest of a ``complete`` stream's body in one piece, without awaiting; its credit goes back now."""
         chunks = self._chunks
-        unread = self._unacked + sum(map(len, chunks))
+        unread = self._unacked + self.buffered
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._unacked = 0
@@ -300,7 +300,7 @@ class MuxStream:
         """Drop bytes the application will never read, acknowledging them so the window refills."""
         if not self._chunks and not self._unacked:
             return  # the usual case: everything was read
-        unread = self._unacked + sum(len(chunk) for chunk in self._chunks)
+        unread = self._unacked + self.buffered
         self._chunks.clear()
         self._unacked = 0
         if unread:

@@ -18,6 +18,7 @@ from relay_protocol.limits import (
     MAX_CONTROL_PAYLOAD,
     MAX_WINDOW,
     MIN_WINDOW,
+    is_valid_window,
 )
 
 #: The version this code speaks.
@@ -157,6 +158,6 @@ def _string(obj: dict, key: str) -> str:
 
 def _window(obj: dict, key: str, default: int) -> int:
     value = obj.get(key, default)
-    if type(value) is not int or not MIN_WINDOW <= value <= MAX_WINDOW:
+    if not is_valid_window(value):
         raise RemoteProtocolError(f"{key} must be an integer between {MIN_WINDOW} and {MAX_WINDOW}")
     return value

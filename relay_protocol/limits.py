@@ -33,6 +33,11 @@ MAX_WINDOW = 2**31 - 1
 #: Smallest window a peer may announce: below this, streaming would crawl.
 MIN_WINDOW = 16 * 1024
 
+
+def is_valid_window(value: object) -> bool:
+    """A window size a peer may announce: an int from MIN_WINDOW to MAX_WINDOW (bool is no int here)."""
+    return type(value) is int and MIN_WINDOW <= value <= MAX_WINDOW
+
 #: Default cap on concurrently open streams per connection.
 DEFAULT_MAX_STREAMS = 1000
 

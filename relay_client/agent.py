@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-
-import aiohttp
 import logging
 import secrets
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from relay_client.connection import AgentConnection, open_connection
 from relay_client.errors import AgentError, FatalError, RelayBusyError, RetryableError
 from relay_client.exchange import Observer
-from relay_client.forwarder import Forwarder, make_local_session
+from relay_client.forwarder import Forwarder
+from relay_client.localsession import LazyLocalSession
 from relay_client.reconnect import Backoff
 from relay_client.settings import AgentConfig
-from relay_client.resolver import LoopbackResolver
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("relay_client")
 
@@ -47,8 +49,8 @@ class Agent:
 
     def __post_init__(self) -> None:
         self.config.check()
-        #: The forwarder's session to the local server while running (the inspector replays through it).
-        self.local_session: aiohttp.ClientSession | None = None
+        #: The forwarder's aiohttp session while running, opened on first use (see ``local_session``).
+        self._local: LazyLocalSession | None = None
         self._agent_key = secrets.token_hex(16)
         self._stopping = asyncio.Event()
         #: Every connection still running: the current one, and older ones whose relay is
@@ -68,8 +70,8 @@ class Agent:
     async def run(self) -> None:
         """Serve until ``stop()``; raise FatalError (or RetryableError before the first connect)."""
         ssl_context = self._ssl_context()
-        async with make_local_session(LoopbackResolver(), limit=self.config.local_connections) as http:
-            self.local_session = http
+        http = self._local = LazyLocalSession(limit=self.config.local_connections)
+        try:
             forwarder = Forwarder(
                 self.config.target,
                 http,
@@ -91,8 +93,18 @@ class Agent:
                     task.cancel()
                 if self._deadline is not None:
                     self._deadline.cancel()
-                self.local_session = None
                 await forwarder.close()
+        finally:
+            self._local = None
+            await http.close()
+
+    @property
+    def local_session(self) -> aiohttp.ClientSession | None:
+        """The session to the local server the inspector replays through; None while the agent is not running.
+
+        Opened (and aiohttp imported) on the first call, as a websocket upgrade would.
+        """
+        return self._local.get() if self._local is not None else None
 
     @property
     def in_flight(self) -> int:

@@ -15,10 +15,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
-
 from relay_client.cors import add_cors_headers, is_preflight, preflight_answer
 from relay_client.exchange import DEFAULT_CAPTURE_LIMIT, Exchange, Observer
 from relay_client.localhttp import (
@@ -28,6 +24,7 @@ from relay_client.localhttp import (
     LocalServerError,
     LocalUnreachable,
 )
+from relay_client.localsession import LazyLocalSession
 from relay_client.rewrite import MAX_REWRITE_BODY, REWRITTEN_HEADERS, UrlRewriter
 from relay_client.target import LocalTarget
 from relay_protocol.driver import MuxStream, StreamError
@@ -39,26 +36,8 @@ from relay_protocol.wsmessages import MAX_WS_MESSAGE
 
 log = logging.getLogger("relay_client.forward")
 
-#: Headers aiohttp adds on its own that the public client did not send.
-_NO_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
-
 #: Responses that never have a body, whatever their headers say.
 _BODYLESS = frozenset({204, 304})
-
-
-def make_local_session(
-    resolver: aiohttp.abc.AbstractResolver | None = None, limit: int = LOCAL_CONNECTION_LIMIT
-) -> aiohttp.ClientSession:
-    """The aiohttp session for websocket upgrades and the inspector's replay (plain requests use the pool)."""
-    connector = aiohttp.TCPConnector(limit=limit, resolver=resolver, ttl_dns_cache=60)
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=tuple(_NO_AUTO_HEADERS),
-        read_bufsize=2**18,
-    )
 
 
 class Forwarder:
@@ -67,7 +46,7 @@ class Forwarder:
     def __init__(
         self,
         target: LocalTarget,
-        session: aiohttp.ClientSession,
+        session: LazyLocalSession,
         observers: Sequence[Observer] = (),
         host_header: str = "preserve",
         capture_limit: int = DEFAULT_CAPTURE_LIMIT,
@@ -77,7 +56,7 @@ class Forwarder:
         local_connections: int = LOCAL_CONNECTION_LIMIT,
     ) -> None:
         self.target = target
-        #: Websocket upgrades (and the inspector's replay) use the aiohttp session.
+        #: Websocket upgrades (and the inspector's replay) use the aiohttp session, opened on the first.
         self.session = session
         #: Every other request goes through the lean keep-alive pool.
         self.local = LocalHttpPool(target, limit=local_connections)
@@ -136,8 +115,8 @@ class Forwarder:
             await self._forward(stream, exchange)
         except StreamError as exc:
             exchange.finish(f"public client went away ({exc})")
-        except (aiohttp.ClientConnectorError, LocalUnreachable) as exc:
-            reason = _unreachable_reason(exc)
+        except LocalUnreachable as exc:
+            reason = exc.reason
             message = f"The agent could not reach the local server at {self.target.origin}: {reason}. Is it running?"
             stream.reset(ErrorCode.LOCAL_UNREACHABLE, message)
             exchange.finish(f"local server unreachable: {reason}")
@@ -145,7 +124,7 @@ class Forwarder:
             # The local server's response head cannot cross the tunnel (too many or too large headers).
             stream.reset(ErrorCode.LOCAL_ERROR, f"The local server's response cannot be relayed: {exc}")
             exchange.finish(f"response not relayable: {exc}")
-        except (TimeoutError, LocalServerError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, LocalServerError, OSError) as exc:
             message = str(exc) or type(exc).__name__
             stream.reset(ErrorCode.LOCAL_ERROR, f"The local server at {self.target.origin} failed: {message}")
             exchange.finish(f"local server failed: {message}")
@@ -170,7 +149,7 @@ class Forwarder:
         assert head is not None
         headers = self._local_headers(head.headers)
         if exchange.websocket:
-            await self._websocket(stream, exchange, URL(self.target.origin + head.target, encoded=True), headers)
+            await self._websocket(stream, exchange, headers)
             return
         if self.cors and is_preflight(head.method, head.headers):
             answer = preflight_answer(head.headers)
@@ -242,15 +221,37 @@ class Forwarder:
         if not ended:
             stream.end()
 
-    async def _websocket(self, stream: MuxStream, exchange: Exchange, url: URL, pairs: list[tuple[str, str]]) -> None:
+    async def _websocket(self, stream: MuxStream, exchange: Exchange, pairs: list[tuple[str, str]]) -> None:
+        """Forward a websocket upgrade; aiohttp's errors become the pool's, which ``handle`` answers.
+
+        aiohttp (its websocket client) is imported here, not with the module: an
+        agent that never forwards a websocket or replays never loads it.
+        """
+        import aiohttp
+
+        try:
+            await self._bridge_websocket(stream, exchange, pairs)
+        except aiohttp.ClientConnectorError as exc:
+            raise LocalUnreachable(_unreachable_reason(exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise LocalServerError(str(exc) or type(exc).__name__) from exc
+
+    async def _bridge_websocket(self, stream: MuxStream, exchange: Exchange, pairs: list[tuple[str, str]]) -> None:
         """Open the local websocket with the public client's offer; answer 101 only if it accepts."""
+        import aiohttp
+        from multidict import CIMultiDict
+        from yarl import URL
+
+        head = stream.request
+        assert head is not None
+        url = URL(self.target.origin + head.target, encoded=True)
         headers: CIMultiDict[str] = CIMultiDict(pairs)
         protocols = header_tokens(pairs, "Sec-WebSocket-Protocol")
         deflate = any(t.startswith("permessage-deflate") for t in header_tokens(pairs, "Sec-WebSocket-Extensions"))
         for name in WEBSOCKET_HANDSHAKE:
             headers.popall(name, None)
         try:
-            ws = await self.session.ws_connect(
+            ws = await self.session.get().ws_connect(
                 url,
                 protocols=protocols,
                 headers=headers,
@@ -272,8 +273,6 @@ class Forwarder:
             ]
             if protocols:
                 offer.append(("Sec-WebSocket-Protocol", ", ".join(protocols)))
-            head = stream.request
-            assert head is not None
             async with await self.local.request("GET", head.target, offer) as response:
                 if response.status == 101:
                     raise LocalServerError("the local server refused the websocket, then accepted it") from None
@@ -307,11 +306,16 @@ def _identity(headers: list[tuple[str, str]]) -> bool:
 
 
 def _unreachable_reason(exc: Exception) -> str:
-    """The system's word for why the local server cannot be reached."""
-    if isinstance(exc, LocalUnreachable):
-        return exc.reason
+    """The system's word for why aiohttp could not reach the local server (as the pool words it).
+
+    aiohttp tries 127.0.0.1 and ::1 for a localhost name and words a refusal of both
+    "Multiple exceptions: [Errno 111] Connect call failed (...), ..."; it keeps the
+    errno when the addresses failed alike, and the errno's own text is clearer.
+    """
     os_error = getattr(exc, "os_error", None)
-    return os_error.strerror if os_error is not None and os_error.strerror else str(exc)
+    if isinstance(os_error, OSError) and os_error.errno:
+        return os.strerror(os_error.errno)
+    return str(exc) or type(exc).__name__
 
 
 async def _read_up_to(response: LocalResponse, limit: int) -> tuple[bytes, bool]:

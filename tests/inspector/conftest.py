@@ -27,7 +27,7 @@ from support.localrelay import Origin, Relay, start_origin, start_relay
 from support.processes import ProcessGroup
 
 from relay_client.exchange import Exchange, Observer
-from relay_client.forwarder import make_local_session
+from relay_client.localsession import make_local_session
 from relay_client.inspector import InspectorServer, Recorder, start_inspector
 from relay_client.resolver import LoopbackResolver
 from relay_client.target import LocalTarget

@@ -18,7 +18,7 @@ import aiohttp
 
 from relay_client.agent import Agent, AgentConfig
 from relay_client.exchange import DEFAULT_CAPTURE_LIMIT, Exchange, Observer
-from relay_client.forwarder import make_local_session
+from relay_client.localsession import make_local_session
 from relay_client.inspector import InspectorServer, Recorder, start_inspector
 from relay_client.resolver import LoopbackResolver
 from relay_client.target import parse_target

@@ -23,6 +23,7 @@ from relay_client.localhttp import (
     LocalResponse,
     LocalServerError,
     LocalUnreachable,
+    unreachable_reason,
 )
 from relay_client.localsession import LazyLocalSession
 from relay_client.rewrite import MAX_REWRITE_BODY, REWRITTEN_HEADERS, UrlRewriter
@@ -232,7 +233,7 @@ class Forwarder:
         try:
             await self._bridge_websocket(stream, exchange, pairs)
         except aiohttp.ClientConnectorError as exc:
-            raise LocalUnreachable(_unreachable_reason(exc)) from exc
+            raise LocalUnreachable(unreachable_reason(exc)) from exc  # an OSError with aiohttp's errno
         except aiohttp.ClientError as exc:
             raise LocalServerError(str(exc) or type(exc).__name__) from exc
 
@@ -303,19 +304,6 @@ def _identity(headers: list[tuple[str, str]]) -> bool:
     """The body is not content-encoded (we never decompress, so only these are rewritten)."""
     encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "identity")
     return encoding.strip().lower() in ("", "identity")
-
-
-def _unreachable_reason(exc: Exception) -> str:
-    """The system's word for why aiohttp could not reach the local server (as the pool words it).
-
-    aiohttp tries 127.0.0.1 and ::1 for a localhost name and words a refusal of both
-    "Multiple exceptions: [Errno 111] Connect call failed (...), ..."; it keeps the
-    errno when the addresses failed alike, and the errno's own text is clearer.
-    """
-    os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError) and os_error.errno:
-        return os.strerror(os_error.errno)
-    return str(exc) or type(exc).__name__
 
 
 async def _read_up_to(response: LocalResponse, limit: int) -> tuple[bytes, bool]:

@@ -66,6 +66,18 @@ class LocalUnreachable(LocalServerError):
         self.reason = reason
 
 
+def unreachable_reason(error: OSError) -> str:
+    """The system's word for why a connection to the local server failed.
+
+    asyncio words a refusal "Connect call failed (...)", and aiohttp one of both
+    loopback addresses "Multiple exceptions: [Errno 111] ..., ..." (keeping the
+    errno when they failed alike): the errno's own text is clearer.
+    """
+    if error.errno:
+        return os.strerror(error.errno)
+    return str(error) or type(error).__name__
+
+
 class _Retry(Exception):
     """A reused connection turned out to be closed before it answered."""
 
@@ -537,9 +549,7 @@ class LocalHttpPool:
             except OSError as exc:
                 first_error = first_error or exc
         assert first_error is not None
-        # asyncio words a refusal "Connect call failed (...)": the errno's own text is clearer.
-        reason = os.strerror(first_error.errno) if first_error.errno else str(first_error)
-        raise LocalUnreachable(reason or type(first_error).__name__)
+        raise LocalUnreachable(unreachable_reason(first_error))
 
     def _finish(self, conn: _Connection) -> None:
         """A request on ``conn`` is over: keep the connection for the next one, or close it."""

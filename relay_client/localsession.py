@@ -2,8 +2,8 @@
 
 Plain requests go through the lean keep-alive pool (``localhttp``); only
 websocket upgrades and the inspector's replay use aiohttp's client.  Importing
-aiohttp costs about 14 MiB resident (its client, server and websocket modules
-load together), so an agent that never sees either (``--no-inspect`` and no
+aiohttp costs an agent about 10 MiB resident (its client, server and websocket
+modules load together), so an agent that never sees either (``--no-inspect`` and no
 websocket) should never import it: this holder imports aiohttp and opens the
 session on the first ``get``.
 """
@@ -45,11 +45,6 @@ class LazyLocalSession:
         self.limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-
-    @property
-    def opened(self) -> bool:
-        """Whether the session exists (so aiohttp was imported), for tests and debugging."""
-        return self._session is not None
 
     def get(self) -> aiohttp.ClientSession:
         """The session, opened now if this is the first call; RuntimeError once closed."""

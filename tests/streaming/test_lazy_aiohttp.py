@@ -2,7 +2,7 @@
 
 Plain requests go through the agent's own keep-alive pool, so an agent with
 ``--no-inspect`` that only forwards plain requests never imports aiohttp, about
-14 MiB resident less (part of issue 3's memory target).  These tests run their
+10 MiB resident less (part of issue 3's memory target).  These tests run their
 own agent process and read its mapped files in /proc: aiohttp's C extensions
 appear there once it is imported.
 """

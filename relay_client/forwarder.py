@@ -13,16 +13,19 @@ import asyncio
 import base64
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 from relay_client.cors import add_cors_headers, is_preflight, preflight_answer
 from relay_client.exchange import DEFAULT_CAPTURE_LIMIT, Exchange, Observer
 from relay_client.localhttp import (
     LOCAL_CONNECTION_LIMIT,
+    LocalExchange,
     LocalHttpPool,
     LocalResponse,
     LocalServerError,
     LocalUnreachable,
+    may_send_again,
     unreachable_reason,
 )
 from relay_client.localsession import LazyLocalSession
@@ -68,21 +71,38 @@ class Forwarder:
         self.cors = cors
         self.public_url = public_url
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Requests sent at once (``_send_at_once``) still waiting for their answer: stream and exchange of each.
+        self._at_once: dict[LocalExchange, tuple[MuxStream, Exchange]] = {}
         #: The loop streams arrive on, looked up once (``asyncio.create_task`` costs a getpid() syscall on 3.11).
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, stream: MuxStream) -> None:
-        """Handle a new stream in its own task; a reset from the relay cancels it."""
+        """Forward a new stream; a reset from the relay abandons the local request.
+
+        A bodiless request with an idle local connection to go on is sent at
+        once and answered from callbacks (``_on_local_head``): most requests
+        cost no task.  Anything else runs in a task of its own.
+        """
+        exchange = self._begin(stream)
+        if exchange is None:
+            return
+        if exchange.request_complete and self._send_at_once(stream, exchange):
+            return
+        self._spawn(stream, exchange, self._forward(stream, exchange))
+
+    def _spawn(self, stream: MuxStream, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        task = loop.create_task(self.handle(stream))
+        task = loop.create_task(self._guarded(stream, exchange, work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         stream.on_reset(lambda _error: task.cancel())
 
     async def close(self) -> None:
         """Cancel streams still in flight."""
+        for local, (stream, exchange) in list(self._at_once.items()):
+            self._abandon(stream, exchange, local, "cancelled: agent stopping")
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -98,53 +118,129 @@ class Forwarder:
             out.append(("Host", value))
         return out
 
-    async def handle(self, stream: MuxStream) -> None:
-        """Forward one request and stream its answer back."""
+    def _begin(self, stream: MuxStream) -> Exchange | None:
+        """The exchange observers see from now on; None (the stream refused) for a target that is no path."""
         head = stream.request
         assert head is not None
         if not (head.target.startswith("/") or head.target == "*"):
             stream.reset(ErrorCode.PROTOCOL_ERROR, "request target must be a path")
             log.warning("refused request target %r: not a path", head.target[:200])
-            return
+            return None
         exchange = Exchange(
             head.method, head.target, head.headers, head.remote_addr, capture_limit=self.capture_limit
         )
         exchange.websocket = head.upgrade == "websocket"
         exchange.request_complete = stream.at_eof and not exchange.websocket
         self._notify("request_started", exchange)
+        return exchange
+
+    async def _guarded(self, stream: MuxStream, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
+        """Run a stream's ``work``; whatever ends it, the relay gets an answer and the observers the end."""
         try:
-            await self._forward(stream, exchange)
-        except StreamError as exc:
-            exchange.finish(f"public client went away ({exc})")
-        except LocalUnreachable as exc:
-            reason = exc.reason
-            message = f"The agent could not reach the local server at {self.target.origin}: {reason}. Is it running?"
-            stream.reset(ErrorCode.LOCAL_UNREACHABLE, message)
-            exchange.finish(f"local server unreachable: {reason}")
-        except LocalProtocolError as exc:
-            # The local server's response head cannot cross the tunnel (too many or too large headers).
-            stream.reset(ErrorCode.LOCAL_ERROR, f"The local server's response cannot be relayed: {exc}")
-            exchange.finish(f"response not relayable: {exc}")
-        except (TimeoutError, LocalServerError, OSError) as exc:
-            message = str(exc) or type(exc).__name__
-            stream.reset(ErrorCode.LOCAL_ERROR, f"The local server at {self.target.origin} failed: {message}")
-            exchange.finish(f"local server failed: {message}")
+            await work
         except asyncio.CancelledError:
             # The relay reset the stream (public client gone) or the agent is stopping.
             # Leaving the request context closes the local connection, which tells
             # the local server its request was abandoned.
-            reset_by_relay = stream.error is not None
+            reset_by_relay = stream.cut_off
             stream.release(ErrorCode.CANCEL, "agent shutting down")
             exchange.finish("cancelled: public client went away" if reset_by_relay else "cancelled: agent stopping")
             self._notify("finished", exchange)
             if not reset_by_relay:
                 raise
             return
+        except Exception as exc:
+            if not self._answer_failure(stream, exchange, exc):
+                raise
         finally:
             stream.release(ErrorCode.CANCEL, "request abandoned")
         exchange.finish()
         self._notify("finished", exchange)
 
+    def _answer_failure(self, stream: MuxStream, exchange: Exchange, exc: Exception) -> bool:
+        """Reset the stream with the code and words the relay shows for ``exc``; False for an unexpected error."""
+        if isinstance(exc, StreamError):
+            exchange.finish(f"public client went away ({exc})")
+        elif isinstance(exc, LocalUnreachable):
+            reason = exc.reason
+            message = f"The agent could not reach the local server at {self.target.origin}: {reason}. Is it running?"
+            stream.reset(ErrorCode.LOCAL_UNREACHABLE, message)
+            exchange.finish(f"local server unreachable: {reason}")
+        elif isinstance(exc, LocalProtocolError):
+            # The local server's response head cannot cross the tunnel (too many or too large headers).
+            stream.reset(ErrorCode.LOCAL_ERROR, f"The local server's response cannot be relayed: {exc}")
+            exchange.finish(f"response not relayable: {exc}")
+        elif isinstance(exc, (TimeoutError, LocalServerError, OSError)):
+            message = str(exc) or type(exc).__name__
+            stream.reset(ErrorCode.LOCAL_ERROR, f"The local server at {self.target.origin} failed: {message}")
+            exchange.finish(f"local server failed: {message}")
+        else:
+            return False
+        return True
+
+    # ------------------------------------------------------------ the task-free path
+    def _send_at_once(self, stream: MuxStream, exchange: Exchange) -> bool:
+        """Send a bodiless request now on an idle local connection; False where the task path must take it."""
+        head = stream.request
+        assert head is not None
+        if self.cors and is_preflight(head.method, head.headers):
+            return False
+        local = self.local.send_now(head.method, head.target, self._local_headers(head.headers))
+        if local is None:
+            return False
+        assert local.head is not None
+        self._at_once[local] = (stream, exchange)
+        stream.on_reset(lambda _error: self._abandon(stream, exchange, local, "cancelled: public client went away"))
+        local.head.add_done_callback(lambda future: self._on_local_head(stream, exchange, local, future))
+        return True
+
+    def _on_local_head(
+        self, stream: MuxStream, exchange: Exchange, local: LocalExchange, future: asyncio.Future[LocalResponse]
+    ) -> None:
+        """The local server answered a request sent at once (or failed to): relay it, in a task only if it must wait."""
+        error = None if future.cancelled() else future.exception()
+        if local.closed:
+            return  # abandoned first (the public client went away, or the agent is stopping)
+        del self._at_once[local]
+        stream.on_reset(None)
+        method = exchange.method
+        if error is not None:
+            local.close()
+            if may_send_again(error, method):  # the idle connection had closed: ask again on another
+                self._spawn(stream, exchange, self._forward(stream, exchange))
+                return
+            assert isinstance(error, Exception)
+            if not self._answer_failure(stream, exchange, error):
+                raise error
+        else:
+            response = local.response = future.result()
+            try:
+                sent = self._answer_whole(stream, exchange, response, self._response_pairs(stream, exchange, response))
+            except Exception as exc:
+                local.close()
+                if not self._answer_failure(stream, exchange, exc):
+                    stream.release(ErrorCode.LOCAL_ERROR, "agent error")
+                    raise
+            else:
+                if not sent:  # a body still coming, or one to rewrite: the task path relays it
+                    self._spawn(stream, exchange, self._respond(stream, exchange, local))
+                    return
+                local.close()
+        stream.release(ErrorCode.CANCEL, "request abandoned")
+        exchange.finish()
+        self._notify("finished", exchange)
+
+    def _abandon(self, stream: MuxStream, exchange: Exchange, local: LocalExchange, why: str) -> None:
+        """Give up a request sent at once: its local connection closes, which tells the local server."""
+        if local.closed:
+            return
+        self._at_once.pop(local, None)
+        local.close()
+        stream.release(ErrorCode.CANCEL, "agent shutting down")
+        exchange.finish(why)
+        self._notify("finished", exchange)
+
+    # ------------------------------------------------------------ the task path
     async def _forward(self, stream: MuxStream, exchange: Exchange) -> None:
         head = stream.request
         assert head is not None
@@ -159,7 +255,10 @@ class Forwarder:
             stream.send_response(ResponseHead(204, "No Content", answer), end_stream=True)
             return
         body = None if stream.at_eof else _body(stream, exchange)
-        local = await self.local.request(head.method, head.target, headers, body)
+        await self._respond(stream, exchange, await self.local.request(head.method, head.target, headers, body))
+
+    async def _respond(self, stream: MuxStream, exchange: Exchange, local: LocalExchange) -> None:
+        """Relay the local response; the local connection is given back (or closed) after."""
         try:
             response = local.response
             assert response is not None
@@ -167,29 +266,74 @@ class Forwarder:
         finally:
             local.close()
 
-    async def _relay_response(self, stream: MuxStream, exchange: Exchange, response: LocalResponse) -> None:
-        """Send the local server's response head, then its body as it arrives (rewritten if asked)."""
+    def _response_pairs(self, stream: MuxStream, exchange: Exchange, response: LocalResponse) -> list[tuple[str, str]]:
+        """The local response's headers as the public client gets them (noted on the exchange)."""
+        head = stream.request
+        assert head is not None
+        pairs = strip_hop_by_hop(response.headers)
+        rewriter = self.rewriter
+        if rewriter is not None:
+            public = self.public_url()
+            if public:
+                pairs = [(k, rewriter.rewrite_header(v, public) if k.lower() in REWRITTEN_HEADERS else v) for k, v in pairs]
+        if self.cors:
+            pairs = add_cors_headers(head.headers, pairs)
+        exchange.status, exchange.reason, exchange.response_headers = response.status, response.reason, pairs
+        return pairs
+
+    def _answer_whole(
+        self, stream: MuxStream, exchange: Exchange, response: LocalResponse, pairs: list[tuple[str, str]]
+    ) -> bool:
+        """Send a response that needs no waiting (no body, or all of it here and within credit): True if sent.
+
+        False, with nothing sent: a body still arriving, one too big for the
+        credit now, or one the URL rewriter must see.
+        """
         head = stream.request
         assert head is not None
         status = response.status
-        pairs = strip_hop_by_hop(response.headers)
-        public = self.public_url()
-        if self.rewriter is not None and public:
-            rewriter = self.rewriter
-            pairs = [(k, rewriter.rewrite_header(v, public) if k.lower() in REWRITTEN_HEADERS else v) for k, v in pairs]
-        if self.cors:
-            pairs = add_cors_headers(head.headers, pairs)
-        exchange.status, exchange.reason, exchange.response_headers = status, response.reason, pairs
-        empty = head.method == "HEAD" or status in _BODYLESS or 100 <= status < 200
-        if empty:
+        if head.method == "HEAD" or status in _BODYLESS or 100 <= status < 200:
             self._notify("response_started", exchange)
             stream.send_response(ResponseHead(status, exchange.reason, pairs), end_stream=True)
+            return True
+        if not response.complete or self._body_rewrite(head.target, pairs) is not None:
+            return False
+        if not stream.can_write_now(response.buffered):
+            return False
+        # The whole body came with the head (most small answers): one frame, END on it.
+        self._notify("response_started", exchange)
+        body = response.take_all()
+        if not body:
+            stream.send_response(ResponseHead(status, exchange.reason, pairs), end_stream=True)
+            return True
+        exchange.add_response_body(body)
+        stream.send_response(ResponseHead(status, exchange.reason, pairs))
+        stream.write_now(body, end=True)
+        return True
+
+    def _body_rewrite(self, target: str, pairs: list[tuple[str, str]]) -> tuple[UrlRewriter, str] | None:
+        """The URL rewriter and the public URL, if the rewriter wants this response's body (not content-encoded)."""
+        rewriter = self.rewriter
+        if rewriter is None or not rewriter.applies_to(target) or not _identity(pairs):
+            return None
+        public = self.public_url()
+        return (rewriter, public) if public else None
+
+    async def _relay_response(self, stream: MuxStream, exchange: Exchange, response: LocalResponse) -> None:
+        """Send the local server's response head, then its body as it arrives (rewritten if asked)."""
+        pairs = self._response_pairs(stream, exchange, response)
+        if self._answer_whole(stream, exchange, response, pairs):
             return
+        head = stream.request
+        assert head is not None
+        status = response.status
         prefix = b""
-        if self.rewriter is not None and public and self.rewriter.applies_to(head.target) and _identity(pairs):
+        rewrite = self._body_rewrite(head.target, pairs)
+        if rewrite is not None:
+            rewriter, public = rewrite
             prefix, complete = await _read_up_to(response, MAX_REWRITE_BODY)
             if complete:
-                document = self.rewriter.rewrite_body(head.target, prefix, public)
+                document = rewriter.rewrite_body(head.target, prefix, public)
                 pairs = [(k, v) for k, v in pairs if k.lower() != "content-length"]
                 pairs.append(("Content-Length", str(len(document))))
                 exchange.response_headers = pairs
@@ -199,17 +343,6 @@ class Forwarder:
                 await stream.write(document, end=True)
                 return
         self._notify("response_started", exchange)
-        if not prefix and response.complete:
-            # The whole body came with the head (most small answers): one frame, END on it.
-            body = response.take_all()
-            if not body:
-                stream.send_response(ResponseHead(status, exchange.reason, pairs), end_stream=True)
-                return
-            exchange.add_response_body(body)
-            stream.send_response(ResponseHead(status, exchange.reason, pairs))
-            if not stream.write_now(body, end=True):
-                await stream.write(body, end=True)
-            return
         stream.send_response(ResponseHead(status, exchange.reason, pairs))
         if prefix:  # too big to rewrite: what we read goes out untouched
             exchange.add_response_body(prefix)

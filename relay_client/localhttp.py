@@ -78,8 +78,20 @@ def unreachable_reason(error: OSError) -> str:
     return str(error) or type(error).__name__
 
 
-class _Retry(Exception):
+class _Retry(LocalServerError):
     """A reused connection turned out to be closed before it answered."""
+
+    def __init__(self) -> None:
+        super().__init__("the local server closed the connection before answering")
+
+
+def may_send_again(error: BaseException, method: str) -> bool:
+    """``error`` is a reused connection closing before any answer, and repeating the request is harmless.
+
+    RFC 9110, 9.2.2: only idempotent methods; a request with a body never
+    comes here (its body may be half sent, and is not kept).
+    """
+    return isinstance(error, _Retry) and method in _IDEMPOTENT
 
 
 class _Slots:
@@ -148,6 +160,11 @@ class LocalResponse:
     def complete(self) -> bool:
         """The whole body has arrived (small responses usually arrive with their head)."""
         return self._done
+
+    @property
+    def buffered(self) -> int:
+        """Body bytes here and not yet taken."""
+        return self._buffered
 
     def take_all(self) -> bytes:
         """Every buffered body byte at once (used when ``complete``)."""
@@ -492,12 +509,12 @@ class LocalHttpPool:
                 try:
                     exchange.response = await exchange.start(head, method == "HEAD", body, chunked, expect)
                     return exchange
-                except _Retry:
+                except _Retry as exc:
                     self._finish(conn)
-                    if reused and not retried and body is None and method in _IDEMPOTENT:
+                    if reused and not retried and body is None and may_send_again(exc, method):
                         retried = True
                         continue
-                    raise LocalServerError("the local server closed the connection before answering") from None
+                    raise LocalServerError(str(exc)) from None
                 except BaseException:
                     exchange.stop_upload()
                     self._finish(conn)
@@ -505,6 +522,32 @@ class LocalHttpPool:
         except BaseException:
             self._slots.release()
             raise
+
+    def send_now(self, method: str, target: str, headers: Sequence[tuple[str, str]]) -> LocalExchange | None:
+        """A bodiless request written at once on an idle connection; its ``head`` future is the answer.
+
+        None where ``request`` would have to wait (every connection busy, none
+        idle to reuse) or would refuse the head: use ``request`` then.  So the
+        common case costs no coroutine and no task.
+        """
+        try:
+            head = _request_head(method, target, headers, self.host_port, False)[0]
+        except LocalServerError:
+            return None
+        if not self._slots.try_take():
+            return None
+        conn = self._take_idle()
+        if conn is None:
+            self._slots.release()
+            return None
+        self._busy.add(conn)
+        exchange = LocalExchange(self, conn)
+        try:
+            exchange.head = exchange.start(head, method == "HEAD", None, False, False)
+        except _Retry:  # it closed while idle: ``request`` connects anew
+            exchange.close()
+            return None
+        return exchange
 
     async def _wait_for_slot(self) -> None:
         try:
@@ -581,14 +624,21 @@ class LocalHttpPool:
 class LocalExchange:
     """One request on one pooled connection; leaving ``async with`` frees or closes the connection."""
 
-    __slots__ = ("_closed", "_conn", "_pool", "_upload", "response")
+    __slots__ = ("_closed", "_conn", "_pool", "_upload", "head", "response")
 
     def __init__(self, pool: LocalHttpPool, conn: _Connection) -> None:
         self._pool = pool
         self._conn = conn
         self._upload: asyncio.Task[None] | None = None
+        #: From ``send_now``: resolves to the response (its head, and what came of the body).
+        self.head: asyncio.Future[LocalResponse] | None = None
         self.response: LocalResponse | None = None
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """``close`` was called: the connection went back to the pool, or was closed."""
+        return self._closed
 
     def start(
         self,

@@ -144,7 +144,7 @@ class MuxStream:
         #: send any more, but everything it sent stays readable (as HTTP/2's RST after END).
         self._send_error: StreamError | None = None
 
-    def on_reset(self, callback: Callable[[StreamError], None]) -> None:
+    def on_reset(self, callback: Callable[[StreamError], None] | None) -> None:
         """Call ``callback`` if the peer resets the stream or the connection dies.
 
         Lets the agent cancel a local request the moment the public client
@@ -203,6 +203,11 @@ class MuxStream:
         """Why the stream was reset, if it was."""
         return self._error
 
+    @property
+    def cut_off(self) -> bool:
+        """Reset by either side, or its connection died: nothing more can be sent."""
+        return self._error is not None or self._send_error is not None
+
     def _feed(self, data: bytes, end: bool) -> None:
         if data:
             self._chunks.append(data)
@@ -250,19 +255,23 @@ class MuxStream:
             if last:
                 return
 
+    def can_write_now(self, size: int) -> bool:
+        """``write_now`` would send ``size`` bytes (credit, the send queue and the stream allow it)."""
+        mux = self._mux
+        session = mux.session
+        if self._error is not None or self._send_error is not None or mux._pending_too_high():
+            return False
+        return size <= session.send_window(self.id) and session.is_open(self.id)
+
     def write_now(self, data: bytes, end: bool = False) -> bool:
         """Send all of ``data`` without awaiting if credit and the send queue allow it.
 
         False (nothing sent) when ``write`` would wait or raise: await ``write`` then.
         """
-        mux = self._mux
-        session = mux.session
-        if self._error is not None or self._send_error is not None or mux._pending_too_high():
+        if not self.can_write_now(len(data)):
             return False
-        if len(data) > session.send_window(self.id) or not session.is_open(self.id):
-            return False
-        session.send_data(self.id, data, end_stream=end)
-        mux._after_send(self.id)
+        self._mux.session.send_data(self.id, data, end_stream=end)
+        self._mux._after_send(self.id)
         return True
 
     def end(self) -> None:

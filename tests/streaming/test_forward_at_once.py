@@ -1,0 +1,211 @@
+"""Requests the agent sends at once, without a task (``Forwarder._send_at_once``).
+
+A bodiless request that finds an idle keep-alive connection to the local
+server is written on it straight from the stream's arrival and answered from
+callbacks.  These tests drive that path through a real relay and agent, with
+a local server scripted in the test (so which connection carries what, and
+when it closes, is known exactly): a client that leaves while it waits, a
+kept-alive connection that closes instead of answering, and a response too
+slow to come whole with its head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+
+from streaming.tools import new_id
+from support.clients import build_request, raw_request
+from support.localrelay import Agent, Relay, start_agent
+from support.ports import LOOPBACK
+from support.processes import ProcessGroup
+
+pytestmark = pytest.mark.timeout(60)
+
+#: Seconds any one step may take.
+STEP = 5.0
+
+
+@dataclass
+class Connection:
+    """One connection the scripted local server accepted: the request lines it read, and whether it ended."""
+
+    number: int
+    requests: list[str] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+#: What the scripted server does with a request: writes its answer; False: close the connection instead.
+Answer = Callable[[Connection, str, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+
+
+@dataclass
+class ScriptedOrigin:
+    port: int
+    connections: list[Connection]
+    request_seen: asyncio.Condition
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[Answer], Awaitable[ScriptedOrigin]]]:
+    """Start a raw keep-alive HTTP server on loopback that answers each request as ``answer`` says."""
+    servers: list[asyncio.Server] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def start(answer: Answer) -> ScriptedOrigin:
+        connections: list[Connection] = []
+        seen = asyncio.Condition()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+            conn = Connection(len(connections) + 1)
+            connections.append(conn)
+            try:
+                while True:
+                    try:
+                        head = await reader.readuntil(b"\r\n\r\n")
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        return
+                    line = head.split(b"\r\n", 1)[0].decode()
+                    async with seen:
+                        conn.requests.append(line)
+                        seen.notify_all()
+                    if not await answer(conn, line, reader, writer):
+                        return
+                    await writer.drain()
+            finally:
+                conn.closed.set()
+                writer.close()
+
+        server = await asyncio.start_server(handle, LOOPBACK, 0)
+        servers.append(server)
+        return ScriptedOrigin(server.sockets[0].getsockname()[1], connections, seen)
+
+    yield start
+    for writer in writers:
+        writer.close()
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def _ok(writer: asyncio.StreamWriter, text: str) -> bool:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text.encode()))
+    return True
+
+
+async def _wait_for_request(origin: ScriptedOrigin, line: str) -> Connection:
+    """The connection that carried the request ``line``, once the server has read it."""
+
+    def carrier() -> Connection | None:
+        return next((c for c in origin.connections if line in c.requests), None)
+
+    async with origin.request_seen:
+        await asyncio.wait_for(origin.request_seen.wait_for(lambda: carrier() is not None), STEP)
+    conn = carrier()
+    assert conn is not None
+    return conn
+
+
+async def _console_line(agent: Agent, path: str) -> str:
+    """The agent's console line for ``path`` (its log is written in batches, read from a thread)."""
+    match = await asyncio.to_thread(agent.process.wait_for_line, rf" {re.escape(path)} .*", timeout=STEP)
+    return match.group(0)
+
+
+async def test_a_client_that_leaves_closes_the_reused_local_connection_and_is_logged_as_gone(
+    processes: ProcessGroup, open_relay: Relay, scripted, client: aiohttp.ClientSession
+) -> None:
+    hold = f"/hold-{new_id()}"
+
+    async def answer(conn: Connection, line: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if hold in line:  # no answer: wait for the agent to give up the request (the connection's end)
+            await reader.read()
+            return False
+        return _ok(writer, f"conn {conn.number}")
+
+    origin = await scripted(answer)
+    agent = start_agent(processes, open_relay, str(origin.port), None, f"once{new_id()}")
+    async with client.get(f"{agent.public_url}/warm") as response:
+        assert (response.status, await response.text()) == (200, "conn 1")
+
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, open_relay.port), STEP)
+    writer.write(build_request("GET", hold, agent.host))
+    await writer.drain()
+    carrier = await _wait_for_request(origin, f"GET {hold} HTTP/1.1")
+    assert carrier.number == 1, "the request went on a new connection, not the idle one"
+    writer.transport.abort()  # the public client leaves while the local server works on it
+
+    # The agent gives up the local request: its connection closes, which tells the local server.
+    await asyncio.wait_for(carrier.closed.wait(), STEP)
+    line = await _console_line(agent, hold)
+    assert "(cancelled: public client went away)" in line, line
+
+    # The tunnel carries on, on a fresh local connection.
+    async with client.get(f"{agent.public_url}/after") as response:
+        assert (response.status, await response.text()) == (200, "conn 2")
+
+
+async def test_a_kept_alive_connection_that_closes_unanswered_gets_a_get_sent_again_and_a_post_refused(
+    processes: ProcessGroup, open_relay: Relay, scripted, client: aiohttp.ClientSession
+) -> None:
+    async def answer(conn: Connection, line: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if len(conn.requests) > 1:
+            return False  # each connection answers once, then closes on the next request instead of answering
+        return _ok(writer, f"conn {conn.number} {line.split()[1]}")
+
+    origin = await scripted(answer)
+    agent = start_agent(processes, open_relay, str(origin.port), None, f"stale{new_id()}")
+    async with client.get(f"{agent.public_url}/one") as response:
+        assert (response.status, await response.text()) == (200, "conn 1 /one")
+
+    # A GET may be repeated (RFC 9110, 9.2.2): the agent sends it again on a new connection.
+    async with client.get(f"{agent.public_url}/two") as response:
+        assert (response.status, await response.text()) == (200, "conn 2 /two")
+    assert origin.connections[0].requests == ["GET /one HTTP/1.1", "GET /two HTTP/1.1"]
+
+    # A POST may not: the local server might have acted on it.  The caller is told why.
+    answer_ = await raw_request(open_relay.port, build_request("POST", "/three", agent.host, [("Accept", "text/plain")]))
+    assert answer_.status == 502, answer_
+    assert answer_.get("X-Relay-Error") == "local-error"
+    assert "the local server closed the connection before answering" in answer_.body.decode()
+    assert origin.connections[1].requests == ["GET /two HTTP/1.1", "POST /three HTTP/1.1"]
+    assert len(origin.connections) == 2, "the POST was sent a second time"
+
+
+async def test_a_response_whose_body_comes_after_its_head_is_relayed_as_it_comes(
+    processes: ProcessGroup, open_relay: Relay, scripted, client: aiohttp.ClientSession
+) -> None:
+    slow = f"/slow-{new_id()}"
+    go_on = asyncio.Event()
+
+    async def answer(conn: Connection, line: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if slow not in line:
+            return _ok(writer, "warm")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"6\r\nfirst \r\n")
+        await writer.drain()
+        await go_on.wait()
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        return True
+
+    origin = await scripted(answer)
+    agent = start_agent(processes, open_relay, str(origin.port), None, f"slow{new_id()}")
+    async with client.get(f"{agent.public_url}/warm") as response:
+        assert await response.text() == "warm"
+
+    async with client.get(f"{agent.public_url}{slow}") as response:
+        assert response.status == 200
+        carrier = await _wait_for_request(origin, f"GET {slow} HTTP/1.1")
+        assert carrier.number == 1, "the request went on a new connection, not the idle one"
+        # The head and the first part reach the client while the local server still holds the rest.
+        assert await asyncio.wait_for(response.content.readexactly(6), STEP) == b"first "
+        go_on.set()
+        assert await asyncio.wait_for(response.content.read(), STEP) == b"second"
+    line = await _console_line(agent, slow)
+    assert " 200 " in line and "(" not in line, line

@@ -73,22 +73,46 @@ class Forwarder:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Requests sent at once (``_send_at_once``) still waiting for their answer: stream and exchange of each.
         self._at_once: dict[LocalExchange, tuple[MuxStream, Exchange]] = {}
+        self._queued: list[tuple[MuxStream, Exchange]] = []
         #: The loop streams arrive on, looked up once (``asyncio.create_task`` costs a getpid() syscall on 3.11).
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, stream: MuxStream) -> None:
         """Forward a new stream; a reset from the relay abandons the local request.
 
-        A bodiless request with an idle local connection to go on is sent at
-        once and answered from callbacks (``_on_local_head``): most requests
-        cost no task.  Anything else runs in a task of its own.
+        A bodiless request with an idle local connection to go on is sent
+        without a task and answered from callbacks (``_send_at_once``): most
+        requests.  Anything else runs in a task of its own.
         """
         exchange = self._begin(stream)
         if exchange is None:
             return
-        if exchange.request_complete and self._send_at_once(stream, exchange):
+        if not exchange.request_complete:
+            self._spawn(stream, exchange, self._forward(stream, exchange))
             return
-        self._spawn(stream, exchange, self._forward(stream, exchange))
+        # Sent in the next loop pass, every request of the relay's message together: writing
+        # each one to the local server as its OPEN is read cost 5-8% of throughput at 32
+        # connections in an A/B (the agent answered in larger, later batches).
+        if not self._queued:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._send_queued)
+        self._queued.append((stream, exchange))
+
+    def _send_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        for stream, exchange in queued:
+            if stream.cut_off:  # reset by the relay before it went out
+                self._dropped(stream, exchange, "cancelled: public client went away")
+            elif not self._send_at_once(stream, exchange):
+                self._spawn(stream, exchange, self._forward(stream, exchange))
+
+    def _dropped(self, stream: MuxStream, exchange: Exchange, why: str) -> None:
+        """A request given up by the agent: the stream is released, the observers told why."""
+        stream.release(ErrorCode.CANCEL, "agent shutting down")
+        exchange.finish(why)
+        self._notify("finished", exchange)
 
     def _spawn(self, stream: MuxStream, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
         loop = self._loop
@@ -101,6 +125,9 @@ class Forwarder:
 
     async def close(self) -> None:
         """Cancel streams still in flight."""
+        queued, self._queued = self._queued, []
+        for stream, exchange in queued:
+            self._dropped(stream, exchange, "cancelled: agent stopping")
         for local, (stream, exchange) in list(self._at_once.items()):
             self._abandon(stream, exchange, local, "cancelled: agent stopping")
         for task in list(self._tasks):
@@ -236,9 +263,7 @@ class Forwarder:
             return
         self._at_once.pop(local, None)
         local.close()
-        stream.release(ErrorCode.CANCEL, "agent shutting down")
-        exchange.finish(why)
-        self._notify("finished", exchange)
+        self._dropped(stream, exchange, why)
 
     # ------------------------------------------------------------ the task path
     async def _forward(self, stream: MuxStream, exchange: Exchange) -> None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 from support.ports import free_port
+from support.rawservers import RawServers
 
 from relay_client import localhttp
 from relay_client.localhttp import (
@@ -64,29 +65,13 @@ Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 @pytest.fixture
 async def scripted() -> AsyncIterator[Callable[[Script], Awaitable[LocalTarget]]]:
     """Start a raw server running ``script`` per connection; every connection is closed at the end."""
-    servers: list[asyncio.Server] = []
-    writers: list[asyncio.StreamWriter] = []
+    servers = RawServers()
 
     async def start(script: Script) -> LocalTarget:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writers.append(writer)
-            try:
-                await script(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        servers.append(server)
-        return LocalTarget("http", "localhost", server.sockets[0].getsockname()[1])
+        return LocalTarget("http", "localhost", await servers.start(script))
 
     yield start
-    for writer in writers:
-        writer.close()
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+    await servers.close()
 
 
 async def _read_all(pool: LocalHttpPool, method: str, path: str, headers, body=None) -> tuple[int, str, bytes]:
@@ -142,6 +127,30 @@ async def test_connections_are_kept_alive_and_reused(echo_origin: LocalTarget):
         peers.add(body.decode().rsplit("peer=", 1)[1])
     await pool.close()
     assert len(peers) == 1
+
+
+async def test_send_now_goes_only_on_an_idle_connection_and_never_waits(echo_origin: LocalTarget):
+    pool = LocalHttpPool(echo_origin, limit=1)
+    assert pool.send_now("GET", "/cold", [("Host", "h")]) is None  # nothing idle yet: request() connects
+    _, _, warm = await _read_all(pool, "GET", "/warm", [("Host", "h")])
+    local = pool.send_now("GET", "/now", [("Host", "h"), ("X-Seen", "1")])
+    assert local is not None and local.head is not None
+    assert pool.send_now("GET", "/busy", [("Host", "h")]) is None  # the one connection is taken: no waiting here
+    response = await asyncio.wait_for(local.head, 5)
+    body = b"".join([chunk async for chunk in _drain(response)]).decode()
+    local.close()
+    assert local.closed
+    assert body.splitlines() == ["Host: h", "X-Seen: 1", f"== GET /now body=0 peer={warm.decode().rsplit('peer=', 1)[1]}"]
+    # A head request() would refuse is not sent here either: request() raises it, answered as usual.
+    assert pool.send_now("GET", "/x", [("X-Bad", "a\r\nInjected: 1")]) is None
+    with pytest.raises(LocalServerError, match="line break"):
+        await pool.request("GET", "/x", [("X-Bad", "a\r\nInjected: 1")])
+    await pool.close()
+
+
+async def _drain(response: localhttp.LocalResponse) -> AsyncIterator[bytes]:
+    while chunk := await response.read():
+        yield chunk
 
 
 async def test_concurrent_requests_respect_the_connection_limit(echo_origin: LocalTarget):

@@ -24,6 +24,7 @@ from support.clients import build_request, raw_request
 from support.localrelay import Agent, Relay, start_agent
 from support.ports import LOOPBACK
 from support.processes import ProcessGroup
+from support.rawservers import RawServers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,23 +55,18 @@ class ScriptedOrigin:
 @pytest.fixture
 async def scripted() -> AsyncIterator[Callable[[Answer], Awaitable[ScriptedOrigin]]]:
     """Start a raw keep-alive HTTP server on loopback that answers each request as ``answer`` says."""
-    servers: list[asyncio.Server] = []
-    writers: list[asyncio.StreamWriter] = []
+    servers = RawServers()
 
     async def start(answer: Answer) -> ScriptedOrigin:
         connections: list[Connection] = []
         seen = asyncio.Condition()
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writers.append(writer)
             conn = Connection(len(connections) + 1)
             connections.append(conn)
             try:
                 while True:
-                    try:
-                        head = await reader.readuntil(b"\r\n\r\n")
-                    except (asyncio.IncompleteReadError, ConnectionError):
-                        return
+                    head = await reader.readuntil(b"\r\n\r\n")
                     line = head.split(b"\r\n", 1)[0].decode()
                     async with seen:
                         conn.requests.append(line)
@@ -80,18 +76,11 @@ async def scripted() -> AsyncIterator[Callable[[Answer], Awaitable[ScriptedOrigi
                     await writer.drain()
             finally:
                 conn.closed.set()
-                writer.close()
 
-        server = await asyncio.start_server(handle, LOOPBACK, 0)
-        servers.append(server)
-        return ScriptedOrigin(server.sockets[0].getsockname()[1], connections, seen)
+        return ScriptedOrigin(await servers.start(handle), connections, seen)
 
     yield start
-    for writer in writers:
-        writer.close()
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+    await servers.close()
 
 
 def _ok(writer: asyncio.StreamWriter, text: str) -> bool:

@@ -236,18 +236,14 @@ class Forwarder:
             if may_send_again(error, method):  # the idle connection had closed: ask again on another
                 self._spawn(stream, exchange, self._forward(stream, exchange))
                 return
-            assert isinstance(error, Exception)
-            if not self._answer_failure(stream, exchange, error):
-                raise error
+            self._answer_any_failure(stream, exchange, error)
         else:
             response = local.response = future.result()
             try:
                 sent = self._answer_whole(stream, exchange, response, self._response_pairs(stream, exchange, response))
             except Exception as exc:
                 local.close()
-                if not self._answer_failure(stream, exchange, exc):
-                    stream.release(ErrorCode.LOCAL_ERROR, "agent error")
-                    raise
+                self._answer_any_failure(stream, exchange, exc)
             else:
                 if not sent:  # a body still coming, or one to rewrite: the task path relays it
                     self._spawn(stream, exchange, self._respond(stream, exchange, local))
@@ -256,6 +252,14 @@ class Forwarder:
         stream.release(ErrorCode.CANCEL, "request abandoned")
         exchange.finish()
         self._notify("finished", exchange)
+
+    def _answer_any_failure(self, stream: MuxStream, exchange: Exchange, error: BaseException) -> None:
+        """``_answer_failure``, and for an error it does not expect (a bug) a logged reset, not a raise in a callback."""
+        if isinstance(error, Exception) and self._answer_failure(stream, exchange, error):
+            return
+        log.error("forwarding %s %s failed", exchange.method, exchange.target[:200], exc_info=error)
+        stream.reset(ErrorCode.LOCAL_ERROR, "The agent failed to forward the request (see its log)")
+        exchange.finish(f"agent error: {error!r}")
 
     def _abandon(self, stream: MuxStream, exchange: Exchange, local: LocalExchange, why: str) -> None:
         """Give up a request sent at once: its local connection closes, which tells the local server."""

@@ -198,3 +198,34 @@ async def test_a_response_whose_body_comes_after_its_head_is_relayed_as_it_comes
         assert await asyncio.wait_for(response.content.read(), STEP) == b"second"
     line = await _console_line(agent, slow)
     assert " 200 " in line and "(" not in line, line
+
+
+async def test_a_response_head_too_large_for_the_tunnel_gets_a_502_that_says_so_and_the_tunnel_goes_on(
+    processes: ProcessGroup, open_relay: Relay, scripted, client: aiohttp.ClientSession
+) -> None:
+    # 150 KB of quotes: within the local client's head limit (256 KiB raw), twice that once
+    # JSON-escaped for the tunnel, past the protocol's head limit.
+    quotes = b'"' * 150_000
+
+    async def answer(conn: Connection, line: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if "/big-head" in line:
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Quotes: " + quotes + b"\r\nContent-Length: 2\r\n\r\nno")
+            return True
+        return _ok(writer, f"conn {conn.number}")
+
+    origin = await scripted(answer)
+    agent = start_agent(processes, open_relay, str(origin.port), None, f"bighead{new_id()}")
+    async with client.get(f"{agent.public_url}/warm") as response:
+        assert (response.status, await response.text()) == (200, "conn 1")
+
+    refused = await raw_request(open_relay.port, build_request("GET", "/big-head", agent.host, [("Accept", "text/plain")]))
+    assert refused.status == 502, refused
+    assert refused.get("X-Relay-Error") == "local-error"
+    assert "The local server's response cannot be relayed" in refused.body.decode()
+    assert (await _wait_for_request(origin, "GET /big-head HTTP/1.1")).number == 1  # the idle connection carried it
+    line = await _console_line(agent, "/big-head")
+    assert "(response not relayable:" in line, line
+
+    async with client.get(f"{agent.public_url}/after") as response:
+        assert response.status == 200
+        assert (await response.text()).startswith("conn ")

@@ -107,6 +107,22 @@ async def _console_line(agent: Agent, path: str) -> str:
     return match.group(0)
 
 
+async def _tunnel_with_idle_connection(
+    processes: ProcessGroup,
+    relay: Relay,
+    scripted: Callable[[Answer], Awaitable[ScriptedOrigin]],
+    client: aiohttp.ClientSession,
+    answer: Answer,
+    warm: str = "/warm",
+) -> tuple[ScriptedOrigin, Agent, str]:
+    """A scripted local server and an agent in front of it, after one GET ``warm`` left a connection idle."""
+    origin = await scripted(answer)
+    agent = start_agent(processes, relay, str(origin.port), None, f"once{new_id()}")
+    async with client.get(f"{agent.public_url}{warm}") as response:
+        assert response.status == 200
+        return origin, agent, await response.text()
+
+
 async def test_a_client_that_leaves_closes_the_reused_local_connection_and_is_logged_as_gone(
     processes: ProcessGroup, open_relay: Relay, scripted, client: aiohttp.ClientSession
 ) -> None:
@@ -118,10 +134,8 @@ async def test_a_client_that_leaves_closes_the_reused_local_connection_and_is_lo
             return False
         return _ok(writer, f"conn {conn.number}")
 
-    origin = await scripted(answer)
-    agent = start_agent(processes, open_relay, str(origin.port), None, f"once{new_id()}")
-    async with client.get(f"{agent.public_url}/warm") as response:
-        assert (response.status, await response.text()) == (200, "conn 1")
+    origin, agent, warmed = await _tunnel_with_idle_connection(processes, open_relay, scripted, client, answer)
+    assert warmed == "conn 1"
 
     reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, open_relay.port), STEP)
     writer.write(build_request("GET", hold, agent.host))
@@ -148,10 +162,8 @@ async def test_a_kept_alive_connection_that_closes_unanswered_gets_a_get_sent_ag
             return False  # each connection answers once, then closes on the next request instead of answering
         return _ok(writer, f"conn {conn.number} {line.split()[1]}")
 
-    origin = await scripted(answer)
-    agent = start_agent(processes, open_relay, str(origin.port), None, f"stale{new_id()}")
-    async with client.get(f"{agent.public_url}/one") as response:
-        assert (response.status, await response.text()) == (200, "conn 1 /one")
+    origin, agent, warmed = await _tunnel_with_idle_connection(processes, open_relay, scripted, client, answer, "/one")
+    assert warmed == "conn 1 /one"
 
     # A GET may be repeated (RFC 9110, 9.2.2): the agent sends it again on a new connection.
     async with client.get(f"{agent.public_url}/two") as response:
@@ -183,10 +195,8 @@ async def test_a_response_whose_body_comes_after_its_head_is_relayed_as_it_comes
         writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
         return True
 
-    origin = await scripted(answer)
-    agent = start_agent(processes, open_relay, str(origin.port), None, f"slow{new_id()}")
-    async with client.get(f"{agent.public_url}/warm") as response:
-        assert await response.text() == "warm"
+    origin, agent, warmed = await _tunnel_with_idle_connection(processes, open_relay, scripted, client, answer)
+    assert warmed == "warm"
 
     async with client.get(f"{agent.public_url}{slow}") as response:
         assert response.status == 200
@@ -213,10 +223,8 @@ async def test_a_response_head_too_large_for_the_tunnel_gets_a_502_that_says_so_
             return True
         return _ok(writer, f"conn {conn.number}")
 
-    origin = await scripted(answer)
-    agent = start_agent(processes, open_relay, str(origin.port), None, f"bighead{new_id()}")
-    async with client.get(f"{agent.public_url}/warm") as response:
-        assert (response.status, await response.text()) == (200, "conn 1")
+    origin, agent, warmed = await _tunnel_with_idle_connection(processes, open_relay, scripted, client, answer)
+    assert warmed == "conn 1"
 
     refused = await raw_request(open_relay.port, build_request("GET", "/big-head", agent.host, [("Accept", "text/plain")]))
     assert refused.status == 502, refused

@@ -154,6 +154,9 @@ def print_profile(role: str, path: str, n: int = 25) -> None:
 class Stack:
     """One origin + relay + agent, run from given product trees."""
 
+    #: py-spy can read the stacks of its relay and agent (False for ``ssh -R``'s C processes).
+    profiled = True
+
     def __init__(self, name: str, relay_tree: str, agent_tree: str, agent_args: list[str], logs: str) -> None:
         self.name, self.relay_tree, self.agent_tree = name, relay_tree, agent_tree
         self.procs: list[subprocess.Popen] = []
@@ -192,7 +195,7 @@ class Stack:
     def round(self, a: argparse.Namespace, profile: str | None = None) -> dict:
         roles = (("relay", self.relay), ("agent", self.agent), ("origin", self.origin))
         spies = []
-        if profile:
+        if profile and self.profiled:
             os.makedirs(profile, exist_ok=True)
             for role, p in roles[:2]:
                 out = os.path.join(profile, f"{self.name}-{role}.raw.txt")
@@ -267,6 +270,8 @@ def _text(path: str) -> str:
 class SshStack(Stack):
     """The origin behind ``ssh -R`` (sshd in the relay's place, ssh in the agent's), set up by the peers' harness."""
 
+    profiled = False
+
     def __init__(self, logs: str) -> None:  # noqa: PLW0231  (a different stack, the same rounds)
         import importlib.util
 
@@ -335,7 +340,8 @@ def main() -> None:
                          "/work/shared/peers and Debian's openssh-server)")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     ap.add_argument("--profile", default=None, metavar="DIR",
-                    help="py-spy record relay and agent during the last round into DIR; print top own-time functions")
+                    help="py-spy record relay and agent during the last round into DIR; print top own-time functions "
+                         "(our stacks and the narrow and floor pairs; ssh -R is C and is not profiled)")
     a = ap.parse_args()
     logs = tempfile.mkdtemp(prefix="cpu-per-request-")
     stacks: list[Stack] = []

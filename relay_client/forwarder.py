@@ -94,31 +94,34 @@ class Forwarder:
         # each one to the local server as its OPEN is read cost 5-8% of throughput at 32
         # connections in an A/B (the agent answered in larger, later batches).
         if not self._queued:
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
-            loop.call_soon(self._send_queued)
+            self._running_loop().call_soon(self._send_queued)
         self._queued.append((stream, exchange))
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _send_queued(self) -> None:
         queued, self._queued = self._queued, []
         for stream, exchange in queued:
             if stream.cut_off:  # reset by the relay before it went out
-                self._dropped(stream, exchange, "cancelled: public client went away")
+                self._ended(stream, exchange, "cancelled: public client went away")
             elif not self._send_at_once(stream, exchange):
                 self._spawn(stream, exchange, self._forward(stream, exchange))
 
-    def _dropped(self, stream: MuxStream, exchange: Exchange, why: str) -> None:
-        """A request given up by the agent: the stream is released, the observers told why."""
-        stream.release(ErrorCode.CANCEL, "agent shutting down")
-        exchange.finish(why)
+    def _ended(self, stream: MuxStream, exchange: Exchange, given_up: str | None = None) -> None:
+        """The exchange is over: the stream released (reset if still open), the observers told.
+
+        ``given_up``: why the agent gave the request up (the exchange's error).
+        """
+        stream.release(ErrorCode.CANCEL, "agent shutting down" if given_up else "request abandoned")
+        exchange.finish(given_up)
         self._notify("finished", exchange)
 
     def _spawn(self, stream: MuxStream, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        task = loop.create_task(self._guarded(stream, exchange, work))
+        task = self._running_loop().create_task(self._guarded(stream, exchange, work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         stream.on_reset(lambda _error: task.cancel())
@@ -127,7 +130,7 @@ class Forwarder:
         """Cancel streams still in flight."""
         queued, self._queued = self._queued, []
         for stream, exchange in queued:
-            self._dropped(stream, exchange, "cancelled: agent stopping")
+            self._ended(stream, exchange, "cancelled: agent stopping")
         for local, (stream, exchange) in list(self._at_once.items()):
             self._abandon(stream, exchange, local, "cancelled: agent stopping")
         for task in list(self._tasks):
@@ -170,9 +173,8 @@ class Forwarder:
             # Leaving the request context closes the local connection, which tells
             # the local server its request was abandoned.
             reset_by_relay = stream.cut_off
-            stream.release(ErrorCode.CANCEL, "agent shutting down")
-            exchange.finish("cancelled: public client went away" if reset_by_relay else "cancelled: agent stopping")
-            self._notify("finished", exchange)
+            why = "cancelled: public client went away" if reset_by_relay else "cancelled: agent stopping"
+            self._ended(stream, exchange, why)
             if not reset_by_relay:
                 raise
             return
@@ -240,21 +242,20 @@ class Forwarder:
         else:
             response = local.response = future.result()
             try:
-                sent = self._answer_whole(stream, exchange, response, self._response_pairs(stream, exchange, response))
+                pairs = self._response_pairs(stream, exchange, response)
+                sent = self._answer_whole(stream, exchange, response, pairs)
             except Exception as exc:
                 local.close()
                 self._answer_any_failure(stream, exchange, exc)
             else:
                 if not sent:  # a body still coming, or one to rewrite: the task path relays it
-                    self._spawn(stream, exchange, self._respond(stream, exchange, local))
+                    self._spawn(stream, exchange, self._respond(stream, exchange, local, pairs))
                     return
                 local.close()
-        stream.release(ErrorCode.CANCEL, "request abandoned")
-        exchange.finish()
-        self._notify("finished", exchange)
+        self._ended(stream, exchange)
 
     def _answer_any_failure(self, stream: MuxStream, exchange: Exchange, error: BaseException) -> None:
-        """``_answer_failure``, and for an error it does not expect (a bug) a logged reset, not a raise in a callback."""
+        """``_answer_failure``; an error it does not expect (a bug) gets a logged reset, not a raise in a callback."""
         if isinstance(error, Exception) and self._answer_failure(stream, exchange, error):
             return
         log.error("forwarding %s %s failed", exchange.method, exchange.target[:200], exc_info=error)
@@ -267,7 +268,7 @@ class Forwarder:
             return
         self._at_once.pop(local, None)
         local.close()
-        self._dropped(stream, exchange, why)
+        self._ended(stream, exchange, why)
 
     # ------------------------------------------------------------ the task path
     async def _forward(self, stream: MuxStream, exchange: Exchange) -> None:
@@ -286,12 +287,14 @@ class Forwarder:
         body = None if stream.at_eof else _body(stream, exchange)
         await self._respond(stream, exchange, await self.local.request(head.method, head.target, headers, body))
 
-    async def _respond(self, stream: MuxStream, exchange: Exchange, local: LocalExchange) -> None:
-        """Relay the local response; the local connection is given back (or closed) after."""
+    async def _respond(
+        self, stream: MuxStream, exchange: Exchange, local: LocalExchange, pairs: list[tuple[str, str]] | None = None
+    ) -> None:
+        """Relay the local response (``pairs``: its headers, if worked out already); then free the connection."""
         try:
             response = local.response
             assert response is not None
-            await self._relay_response(stream, exchange, response)
+            await self._relay_response(stream, exchange, response, pairs)
         finally:
             local.close()
 
@@ -304,7 +307,8 @@ class Forwarder:
         if rewriter is not None:
             public = self.public_url()
             if public:
-                pairs = [(k, rewriter.rewrite_header(v, public) if k.lower() in REWRITTEN_HEADERS else v) for k, v in pairs]
+                rewritten = REWRITTEN_HEADERS
+                pairs = [(k, rewriter.rewrite_header(v, public) if k.lower() in rewritten else v) for k, v in pairs]
         if self.cors:
             pairs = add_cors_headers(head.headers, pairs)
         exchange.status, exchange.reason, exchange.response_headers = response.status, response.reason, pairs
@@ -348,9 +352,16 @@ class Forwarder:
         public = self.public_url()
         return (rewriter, public) if public else None
 
-    async def _relay_response(self, stream: MuxStream, exchange: Exchange, response: LocalResponse) -> None:
+    async def _relay_response(
+        self,
+        stream: MuxStream,
+        exchange: Exchange,
+        response: LocalResponse,
+        pairs: list[tuple[str, str]] | None = None,
+    ) -> None:
         """Send the local server's response head, then its body as it arrives (rewritten if asked)."""
-        pairs = self._response_pairs(stream, exchange, response)
+        if pairs is None:
+            pairs = self._response_pairs(stream, exchange, response)
         if self._answer_whole(stream, exchange, response, pairs):
             return
         head = stream.request
@@ -385,7 +396,7 @@ class Forwarder:
             stream.end()
 
     async def _websocket(self, stream: MuxStream, exchange: Exchange, pairs: list[tuple[str, str]]) -> None:
-        """Forward a websocket upgrade; aiohttp's errors become the pool's, which ``handle`` answers.
+        """Forward a websocket upgrade; aiohttp's errors become the pool's, which ``_answer_failure`` answers.
 
         aiohttp (its websocket client) is imported here, not with the module: an
         agent that never forwards a websocket or replays never loads it.

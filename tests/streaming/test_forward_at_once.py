@@ -84,7 +84,8 @@ async def scripted() -> AsyncIterator[Callable[[Answer], Awaitable[ScriptedOrigi
 
 
 def _ok(writer: asyncio.StreamWriter, text: str) -> bool:
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text.encode()))
+    body = text.encode()
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     return True
 
 
@@ -171,7 +172,8 @@ async def test_a_kept_alive_connection_that_closes_unanswered_gets_a_get_sent_ag
     assert origin.connections[0].requests == ["GET /one HTTP/1.1", "GET /two HTTP/1.1"]
 
     # A POST may not: the local server might have acted on it.  The caller is told why.
-    answer_ = await raw_request(open_relay.port, build_request("POST", "/three", agent.host, [("Accept", "text/plain")]))
+    post = build_request("POST", "/three", agent.host, [("Accept", "text/plain")])
+    answer_ = await raw_request(open_relay.port, post)
     assert answer_.status == 502, answer_
     assert answer_.get("X-Relay-Error") == "local-error"
     assert "the local server closed the connection before answering" in answer_.body.decode()
@@ -226,7 +228,8 @@ async def test_a_response_head_too_large_for_the_tunnel_gets_a_502_that_says_so_
     origin, agent, warmed = await _tunnel_with_idle_connection(processes, open_relay, scripted, client, answer)
     assert warmed == "conn 1"
 
-    refused = await raw_request(open_relay.port, build_request("GET", "/big-head", agent.host, [("Accept", "text/plain")]))
+    big_head = build_request("GET", "/big-head", agent.host, [("Accept", "text/plain")])
+    refused = await raw_request(open_relay.port, big_head)
     assert refused.status == 502, refused
     assert refused.get("X-Relay-Error") == "local-error"
     assert "The local server's response cannot be relayed" in refused.body.decode()
